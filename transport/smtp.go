@@ -1,0 +1,460 @@
+package transport
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/exo-sendmail/exo-sendmail/failure"
+)
+
+// SMTPConfig configures submission over SMTP AUTH XOAUTH2.
+type SMTPConfig struct {
+	Server         string         // host:port, default smtp.office365.com:587 (port 587 when omitted)
+	Mailbox        string         // the mailbox the app logs on to (XOAUTH2 user=)
+	HeloName       string         // EHLO name, the host's FQDN; default os.Hostname()
+	RootCAs        *x509.CertPool // nil: the system roots
+	Tokens         TokenSource
+	DialTimeout    time.Duration // TCP connect and TLS handshake, default 30 s
+	CommandTimeout time.Duration // each command's reply, default 5 min
+	DataTimeout    time.Duration // each body write without progress, and the final reply; default 10 min
+	IdleTimeout    time.Duration // a reused connection idle this long is replaced, default 60 s
+	Trace          io.Writer     // when set, receives the dialogue as "C: "/"S: " lines, token hidden
+}
+
+// DefaultSMTPServer is Exchange Online's client submission endpoint.
+const DefaultSMTPServer = "smtp.office365.com:587"
+
+// SMTP delivers over one SMTP connection, kept open and reused across Send
+// calls. It is not meant for concurrent Send calls (they are serialised);
+// open one SMTP per parallel connection.
+type SMTP struct {
+	cfg  SMTPConfig
+	host string // for TLS verification
+
+	mu       sync.Mutex
+	sess     *session // nil: not connected
+	dirty    bool     // a transaction is open on sess: RSET before the next MAIL
+	lastUsed time.Time
+}
+
+var _ Sender = (*SMTP)(nil)
+
+// NewSMTP returns an SMTP sender; it connects on the first Send.
+func NewSMTP(cfg SMTPConfig) *SMTP {
+	if cfg.Server == "" {
+		cfg.Server = DefaultSMTPServer
+	}
+	if _, _, err := net.SplitHostPort(cfg.Server); err != nil {
+		cfg.Server = net.JoinHostPort(cfg.Server, "587")
+	}
+	if cfg.HeloName == "" {
+		cfg.HeloName, _ = os.Hostname()
+		if cfg.HeloName == "" || strings.ContainsAny(cfg.HeloName, " \r\n") {
+			cfg.HeloName = "localhost"
+		}
+	}
+	setDefault(&cfg.DialTimeout, 30*time.Second)
+	setDefault(&cfg.CommandTimeout, 5*time.Minute)
+	setDefault(&cfg.DataTimeout, 10*time.Minute)
+	setDefault(&cfg.IdleTimeout, 60*time.Second)
+	host, _, _ := net.SplitHostPort(cfg.Server)
+	return &SMTP{cfg: cfg, host: host}
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Send submits msg. A connection that was idle too long is replaced first;
+// one the server has closed meanwhile is replaced once, transparently.
+func (c *SMTP) Send(ctx context.Context, msg *Message) (Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := checkEnvelope(msg); err != nil {
+		return Result{}, err
+	}
+	if c.sess != nil && time.Since(c.lastUsed) > c.cfg.IdleTimeout {
+		c.drop()
+	}
+	for attempt := 0; ; attempt++ {
+		reused := c.sess != nil
+		if !reused {
+			if err := c.connect(ctx); err != nil {
+				return Result{}, err
+			}
+		}
+		res, stale, err := c.transaction(ctx, msg)
+		if stale && reused && attempt == 0 && ctx.Err() == nil {
+			continue
+		}
+		if c.sess != nil {
+			c.lastUsed = time.Now()
+		}
+		return res, err
+	}
+}
+
+// Close says QUIT (within a few seconds) and closes the connection.
+func (c *SMTP) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		c.sess.quit()
+		c.sess = nil
+	}
+	return nil
+}
+
+// drop closes the connection without a word: its state is unknown.
+func (c *SMTP) drop() {
+	if c.sess != nil {
+		c.sess.close()
+		c.sess = nil
+	}
+	c.dirty = false
+}
+
+// connect opens an authenticated connection. A token Exchange refuses with
+// 535 is renewed once, on a new connection.
+func (c *SMTP) connect(ctx context.Context) error {
+	if c.cfg.Tokens == nil {
+		return &failure.Error{Class: failure.Config, Err: errors.New("SMTP transport has no token source")}
+	}
+	tok, err := c.cfg.Tokens.Token(ctx)
+	if err != nil {
+		return asFailure(err)
+	}
+	for renewed := false; ; renewed = true {
+		sess, err := dial(ctx, &c.cfg, c.host)
+		if err != nil {
+			return err
+		}
+		r, err := c.authenticate(ctx, sess, tok)
+		if err == nil {
+			c.sess, c.dirty = sess, false
+			return nil
+		}
+		sess.close()
+		if renewed || r.Code != 535 || r.Enhanced == "5.7.139" {
+			return err
+		}
+		if tok, err = c.cfg.Tokens.Renew(ctx, tok); err != nil {
+			return asFailure(err)
+		}
+	}
+}
+
+// authenticate runs AUTH XOAUTH2 and returns the reply with the error.
+func (c *SMTP) authenticate(ctx context.Context, sess *session, tok string) (reply, error) {
+	if !offersAuth(sess.ext["AUTH"], "XOAUTH2") {
+		return reply{}, &failure.Error{Class: failure.Config,
+			Err:    fmt.Errorf("server %s does not offer AUTH XOAUTH2 (AUTH %s)", c.cfg.Server, sess.ext["AUTH"]),
+			Remedy: "point server at Exchange Online submission (smtp.office365.com:587)"}
+	}
+	stop := context.AfterFunc(ctx, sess.close)
+	defer stop()
+	x := &xoauth2{user: c.cfg.Mailbox, token: tok}
+	r, err := sess.auth(x)
+	if err != nil {
+		return reply{}, sess.ioError(ctx, "AUTH", err)
+	}
+	if r.Code == 235 {
+		return r, nil
+	}
+	fe := classify(stageConnect, r, c.cfg.Mailbox)
+	if x.challenge != "" {
+		fe.Reply += " (server said: " + x.challenge + ")"
+	}
+	return r, fe
+}
+
+func offersAuth(mechs, mech string) bool {
+	for _, m := range strings.Fields(mechs) {
+		if strings.EqualFold(m, mech) {
+			return true
+		}
+	}
+	return false
+}
+
+// transaction runs MAIL, RCPT, DATA on the current connection. stale is true
+// when the connection turned out dead before the server took anything: the
+// caller may retry on a new one.
+func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale bool, err error) {
+	sess := c.sess
+	stop := context.AfterFunc(ctx, sess.close)
+	defer func() {
+		if !stop() && c.sess == sess {
+			c.drop() // the cancellation closed the connection
+		}
+	}()
+	// A failure on the first command of a reused connection, by an I/O error
+	// or a 421, means the server dropped it while idle.
+	deadOnArrival := func(what string, r reply, err error) (Result, bool, error) {
+		c.drop()
+		if err != nil {
+			return Result{}, true, sess.ioError(ctx, what, err)
+		}
+		return Result{}, true, classify(stageMail, r, c.cfg.Mailbox)
+	}
+
+	if c.dirty {
+		r, err := sess.cmd("RSET", "RSET")
+		if err != nil || r.Code == 421 {
+			return deadOnArrival("RSET", r, err)
+		}
+		if r.Code != 250 {
+			c.drop()
+			return Result{}, true, classify(stageMail, r, c.cfg.Mailbox)
+		}
+		c.dirty = false
+	}
+
+	body, err := msg.Open()
+	if err != nil {
+		return Result{}, false, failure.Wrap(failure.Temporary, fmt.Errorf("open queued message: %w", err))
+	}
+	defer body.Close()
+
+	line, ferr := mailLine(msg, sess.ext)
+	if ferr != nil {
+		return Result{}, false, ferr
+	}
+	r, err := sess.cmd(line, line)
+	if err != nil || r.Code == 421 {
+		return deadOnArrival("MAIL", r, err)
+	}
+	if r.Code != 250 {
+		return Result{}, false, classify(stageMail, r, c.cfg.Mailbox)
+	}
+	c.dirty = true
+
+	accepted := 0
+	for _, rc := range msg.Recipients {
+		if fe := checkAddress(rc.Addr, "recipient"); fe != nil {
+			res.setRejected(rc.Addr, fe)
+			continue
+		}
+		line := rcptLine(rc, sess.ext)
+		r, err := sess.cmd(line, line)
+		if err != nil {
+			c.drop()
+			return Result{}, false, sess.ioError(ctx, "RCPT", err)
+		}
+		switch {
+		case r.Code/100 == 2:
+			accepted++
+		case r.Code == 421:
+			c.drop()
+			return Result{}, false, classify(stageRcpt, r, c.cfg.Mailbox)
+		default:
+			res.setRejected(rc.Addr, classify(stageRcpt, r, c.cfg.Mailbox))
+		}
+	}
+	if accepted == 0 {
+		// The transaction stays open: the next Send starts with RSET.
+		return Result{Rejected: res.Rejected}, false, allRefused(res.Rejected)
+	}
+
+	r, err = sess.cmd("DATA", "DATA")
+	if err != nil {
+		c.drop()
+		return Result{}, false, sess.ioError(ctx, "DATA", err)
+	}
+	if r.Code != 354 {
+		if r.Code == 421 {
+			c.drop()
+		}
+		return Result{}, false, classify(stageData, r, c.cfg.Mailbox)
+	}
+	if _, err := sess.writeBody(body, c.cfg.DataTimeout); err != nil {
+		c.drop()
+		var rerr bodyReadError
+		if errors.As(err, &rerr) {
+			return Result{}, false, failure.Wrap(failure.Temporary, rerr)
+		}
+		return Result{}, false, sess.ioError(ctx, "message body", err)
+	}
+	sess.conn.SetReadDeadline(time.Now().Add(c.cfg.DataTimeout))
+	r, err = sess.readReply()
+	if err != nil {
+		c.drop()
+		return Result{}, false, sess.ioError(ctx, "reply after the message (it may have been accepted)", err)
+	}
+	c.dirty = false
+	if r.Code == 250 {
+		res.Reply = r.String()
+		return res, false, nil
+	}
+	if r.Code == 421 {
+		c.drop()
+	}
+	return Result{}, false, classify(stageData, r, c.cfg.Mailbox)
+}
+
+func (r *Result) setRejected(addr string, fe *failure.Error) {
+	if r.Rejected == nil {
+		r.Rejected = make(map[string]*failure.Error)
+	}
+	r.Rejected[addr] = fe
+}
+
+// allRefused sums up the refusal of every recipient in one error: its class
+// is the one that asks the most of the caller (configuration, throttling,
+// retry, bounce, in that order), its reply that recipient's.
+func allRefused(rejected map[string]*failure.Error) *failure.Error {
+	rank := map[failure.Class]int{failure.Config: 4, failure.Throttled: 3, failure.Temporary: 2, failure.Permanent: 1}
+	var worst *failure.Error
+	var worstAddr string
+	for addr, fe := range rejected {
+		if worst == nil || rank[fe.Class] > rank[worst.Class] || rank[fe.Class] == rank[worst.Class] && addr < worstAddr {
+			worst, worstAddr = fe, addr
+		}
+	}
+	return &failure.Error{Class: worst.Class, Reply: worst.Reply, Remedy: worst.Remedy,
+		Err: fmt.Errorf("every recipient was refused (%d), e.g. <%s>: %w", len(rejected), worstAddr, worst)}
+}
+
+// checkEnvelope refuses an envelope that cannot be written as SMTP commands.
+func checkEnvelope(msg *Message) *failure.Error {
+	if msg == nil || msg.Open == nil {
+		return failure.Wrap(failure.Permanent, errors.New("no message to send"))
+	}
+	if len(msg.Recipients) == 0 {
+		return failure.Wrap(failure.Permanent, errors.New("message has no recipient"))
+	}
+	if msg.MailFrom != "" {
+		return checkAddress(msg.MailFrom, "sender")
+	}
+	return nil
+}
+
+func checkAddress(addr, what string) *failure.Error {
+	if addr == "" || strings.ContainsAny(addr, "<>\r\n\x00 \t") || len(addr) > 512 {
+		return failure.Wrap(failure.Permanent, fmt.Errorf("invalid %s address %q", what, addr))
+	}
+	return nil
+}
+
+// mailLine builds MAIL FROM with the parameters the server offers.
+func mailLine(msg *Message, ext map[string]string) (string, *failure.Error) {
+	var b strings.Builder
+	b.WriteString("MAIL FROM:<" + msg.MailFrom + ">")
+	if limit, ok := ext["SIZE"]; ok {
+		if max, err := strconv.ParseInt(limit, 10, 64); err == nil && max > 0 && msg.Size > max {
+			return "", failure.Wrap(failure.Permanent,
+				fmt.Errorf("message of %d bytes exceeds the server's limit of %d bytes", msg.Size, max))
+		}
+		if msg.Size > 0 {
+			b.WriteString(" SIZE=" + strconv.FormatInt(msg.Size, 10))
+		}
+	}
+	if _, ok := ext["8BITMIME"]; ok && msg.Body8Bit {
+		b.WriteString(" BODY=8BITMIME")
+	}
+	if msg.SMTPUTF8 || needsUTF8(msg) {
+		if _, ok := ext["SMTPUTF8"]; !ok {
+			return "", failure.Wrap(failure.Permanent, errors.New("server lacks SMTPUTF8, needed for a non-ASCII address"))
+		}
+		b.WriteString(" SMTPUTF8")
+	}
+	if _, ok := ext["DSN"]; ok {
+		if ret := strings.ToUpper(msg.Ret); ret == "FULL" || ret == "HDRS" {
+			b.WriteString(" RET=" + ret)
+		}
+		if msg.EnvID != "" && len(msg.EnvID) <= 100 && isPrintableASCII(msg.EnvID) {
+			b.WriteString(" ENVID=" + xtext(msg.EnvID))
+		}
+	}
+	return b.String(), nil
+}
+
+// rcptLine builds RCPT TO with the DSN parameters when the server offers
+// DSN. An unusable NOTIFY or ORCPT is left out rather than failing the send.
+func rcptLine(rc Recipient, ext map[string]string) string {
+	line := "RCPT TO:<" + rc.Addr + ">"
+	if _, ok := ext["DSN"]; !ok {
+		return line
+	}
+	if n := notifyValue(rc.Notify); n != "" {
+		line += " NOTIFY=" + n
+	}
+	orcpt := rc.ORcpt
+	if len(orcpt) > 7 && strings.EqualFold(orcpt[:7], "rfc822;") {
+		orcpt = orcpt[7:]
+	}
+	if orcpt != "" && isPrintableASCII(orcpt) && len(orcpt) <= 500 {
+		line += " ORCPT=rfc822;" + xtext(orcpt)
+	}
+	return line
+}
+
+// notifyValue normalises a NOTIFY value; "" when it is not valid (RFC 3461 §4.1).
+func notifyValue(v string) string {
+	v = strings.ToUpper(strings.ReplaceAll(v, " ", ""))
+	if v == "" || v == "NEVER" {
+		return v
+	}
+	seen := map[string]bool{}
+	for _, p := range strings.Split(v, ",") {
+		if p != "SUCCESS" && p != "FAILURE" && p != "DELAY" || seen[p] {
+			return ""
+		}
+		seen[p] = true
+	}
+	return v
+}
+
+func needsUTF8(msg *Message) bool {
+	if !isASCII(msg.MailFrom) {
+		return true
+	}
+	for _, rc := range msg.Recipients {
+		if !isASCII(rc.Addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func isPrintableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '!' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// xtext encodes s per RFC 3461 §4: '+', '=' and anything outside '!'..'~' as +HH.
+func xtext(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < '!' || c > '~' || c == '+' || c == '=' {
+			fmt.Fprintf(&b, "+%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
