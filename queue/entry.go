@@ -1,0 +1,317 @@
+package queue
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrBusy: another flusher holds the entry (or the flusher lock).
+var ErrBusy = errors.New("held by another flusher")
+
+// ErrNotFound: no entry with that ID.
+var ErrNotFound = errors.New("no such queue entry")
+
+// Entry is an open queued message. The message bytes never change; Close
+// releases the file and the claim, if any.
+type Entry struct {
+	ID       string
+	Envelope Envelope
+	Size     int64 // of the message, without the envelope
+	file     *os.File
+	offset   int64
+}
+
+// Message returns a reader of the message bytes.
+func (e *Entry) Message() *io.SectionReader {
+	return io.NewSectionReader(e.file, e.offset, e.Size)
+}
+
+// Close releases the entry (and with it its claim).
+func (e *Entry) Close() error { return e.file.Close() }
+
+// readEnvelope parses the head of an entry: the magic line and the
+// envelope. It returns the offset where the message starts.
+func readEnvelope(f *os.File) (Envelope, int64, error) {
+	var env Envelope
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, maxEnvelope+int64(len(magic))+1), 4096)
+	m := make([]byte, len(magic))
+	if _, err := io.ReadFull(r, m); err != nil || string(m) != magic {
+		return env, 0, errors.New("not a queue entry (bad first line)")
+	}
+	line, err := r.ReadSlice('\n')
+	for errors.Is(err, bufio.ErrBufferFull) {
+		// A long envelope: keep reading, bounded by the section reader.
+		var more []byte
+		more, err = r.ReadSlice('\n')
+		line = append(append([]byte{}, line...), more...)
+	}
+	if err != nil {
+		return env, 0, errors.New("envelope line is unterminated or too long")
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
+		return env, 0, fmt.Errorf("envelope: %v", err)
+	}
+	if err := env.check(); err != nil {
+		return env, 0, err
+	}
+	return env, int64(len(magic) + len(line)), nil
+}
+
+// check rejects envelopes that could not have come from our sendmail.
+func (env *Envelope) check() error {
+	if len(env.Recipients) == 0 {
+		return errors.New("envelope has no recipient")
+	}
+	bad := func(s string) bool { return len(s) > 998 || strings.ContainsAny(s, "\r\n\x00") }
+	if bad(env.Sender) || bad(env.EnvID) || bad(env.Ret) {
+		return errors.New("envelope sender or DSN field is malformed")
+	}
+	for _, r := range env.Recipients {
+		if r.Addr == "" || bad(r.Addr) || bad(r.Notify) || bad(r.ORcpt) {
+			return fmt.Errorf("envelope recipient %q is malformed", r.Addr)
+		}
+	}
+	return nil
+}
+
+// openEntry opens dir/id without following links and reads its envelope.
+func openEntry(path, id string) (*Entry, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	var env Envelope
+	var off int64
+	if err == nil {
+		env, off, err = readEnvelope(f)
+	}
+	if err != nil {
+		f.Close()
+		return nil, &Error{Op: "read", Path: path, Err: err}
+	}
+	return &Entry{ID: id, Envelope: env, Size: st.Size() - off, file: f, offset: off}, nil
+}
+
+// Open opens a queued entry for reading (no claim).
+func (s *Spool) Open(id string) (*Entry, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	return openEntry(s.path(QueueDir, id), id)
+}
+
+// Claim opens an entry and takes its delivery lock. The lock is an flock:
+// it dies with the process, so a crashed flusher's claims free themselves.
+// ErrBusy when another flusher delivers it now.
+func (s *Spool) Claim(id string) (*Entry, error) {
+	e, err := s.Open(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(e.file.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		e.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrBusy
+		}
+		return nil, &Error{Op: "lock", Path: s.path(QueueDir, id), Err: err}
+	}
+	return e, nil
+}
+
+// Pickup moves complete entries from drop/ into queue/, checking each one:
+// drop/ is written by any local user through sendmail, so what is there
+// is untrusted. Entries that cannot be parsed go to quarantine/ with the
+// reason. It returns the IDs now in queue/ and what it quarantined.
+func (s *Spool) Pickup() (picked []string, quarantined []Quarantined, err error) {
+	names, err := readNames(s.path(DropDir))
+	if err != nil {
+		return nil, nil, &Error{Op: "list", Path: s.path(DropDir), Err: err}
+	}
+	moved := false
+	for _, name := range names {
+		src := s.path(DropDir, name)
+		if strings.HasPrefix(name, ".tmp-") {
+			// A sendmail still writing, or one that died: remove only old ones.
+			if st, err := os.Lstat(src); err == nil && time.Since(st.ModTime()) > 24*time.Hour {
+				os.Remove(src)
+			}
+			continue
+		}
+		id, reason := name, ""
+		if !ValidID(name) {
+			id, reason = NewID(), fmt.Sprintf("file name %q is not a queue ID", name)
+		} else if e, err := openEntry(src, name); err != nil {
+			reason = err.Error()
+		} else {
+			reason = e.trusted()
+			e.Close()
+		}
+		if reason != "" {
+			q, err := s.quarantine(src, id, reason)
+			if err != nil {
+				return picked, quarantined, err
+			}
+			quarantined = append(quarantined, q)
+			continue
+		}
+		for {
+			err = renameNoReplace(src, s.path(QueueDir, id))
+			if !errors.Is(err, os.ErrExist) {
+				break
+			}
+			id = NewID() // a name chosen to collide: give it a fresh one
+		}
+		if err != nil {
+			return picked, quarantined, &Error{Op: "move", Path: src, Err: err}
+		}
+		picked, moved = append(picked, id), true
+	}
+	if moved {
+		// queue/ first: once the new names are durable, the old ones may go.
+		if err := syncDir(s.path(QueueDir)); err != nil {
+			return picked, quarantined, &Error{Op: "fsync", Path: s.path(QueueDir), Err: err}
+		}
+		if err := syncDir(s.path(DropDir)); err != nil {
+			return picked, quarantined, &Error{Op: "fsync", Path: s.path(DropDir), Err: err}
+		}
+	}
+	return picked, quarantined, nil
+}
+
+// trusted returns why a dropped entry must not be accepted, "" if it may.
+// The envelope's uid must be the file's owner: a user cannot claim to be
+// another, and a hard link to someone else's file is refused.
+func (e *Entry) trusted() string {
+	st, err := e.file.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	if sys.Nlink != 1 {
+		return "entry has more than one link"
+	}
+	if int(sys.Uid) != e.Envelope.UID {
+		return fmt.Sprintf("envelope claims uid %d but the file belongs to uid %d", e.Envelope.UID, sys.Uid)
+	}
+	return ""
+}
+
+// Quarantined is an entry set aside, with the reason.
+type Quarantined struct {
+	ID, Reason string
+}
+
+func (s *Spool) quarantine(src, id, reason string) (Quarantined, error) {
+	q := Quarantined{ID: id, Reason: reason}
+	dir := s.path(QuarantineDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return q, &Error{Op: "quarantine", Path: dir, Err: err}
+	}
+	if err := writeFileAtomic(filepath.Join(dir, id+".reason"), []byte(reason+"\n"), 0o600); err != nil {
+		return q, &Error{Op: "quarantine", Path: dir, Err: err}
+	}
+	if err := os.Rename(src, filepath.Join(dir, id)); err != nil {
+		return q, &Error{Op: "quarantine", Path: src, Err: err}
+	}
+	if err := syncDir(dir); err != nil {
+		return q, &Error{Op: "fsync", Path: dir, Err: err}
+	}
+	return q, syncDir(filepath.Dir(src))
+}
+
+// Quarantine sets a queued entry aside (its envelope or message turned out
+// unusable at delivery), keeping it for the administrator.
+func (s *Spool) Quarantine(id, reason string) error {
+	os.Remove(s.path(QueueDir, id+".state"))
+	_, err := s.quarantine(s.path(QueueDir, id), id, reason)
+	return err
+}
+
+// IDs returns the IDs in queue/, oldest first.
+func (s *Spool) IDs() ([]string, error) {
+	names, err := readNames(s.path(QueueDir))
+	if err != nil {
+		return nil, &Error{Op: "list", Path: s.path(QueueDir), Err: err}
+	}
+	ids := names[:0]
+	for _, n := range names {
+		if ValidID(n) {
+			ids = append(ids, n)
+		}
+	}
+	return ids, nil
+}
+
+// Dropped returns the IDs waiting in drop/ for pickup.
+func (s *Spool) Dropped() ([]string, error) {
+	names, err := readNames(s.path(DropDir))
+	if err != nil {
+		return nil, &Error{Op: "list", Path: s.path(DropDir), Err: err}
+	}
+	ids := names[:0]
+	for _, n := range names {
+		if ValidID(n) {
+			ids = append(ids, n)
+		}
+	}
+	return ids, nil
+}
+
+// OpenDropped opens an entry still in drop/ (for listing it).
+func (s *Spool) OpenDropped(id string) (*Entry, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	return openEntry(s.path(DropDir, id), id)
+}
+
+func readNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	sort.Strings(names)
+	return names, err
+}
+
+// Remove deletes a delivered (or deleted) entry and its state. The caller
+// holds the claim, so no other flusher is delivering it.
+func (s *Spool) Remove(id string) error {
+	if err := os.Remove(s.path(QueueDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return &Error{Op: "remove", Path: s.path(QueueDir, id), Err: err}
+	}
+	os.Remove(s.path(QueueDir, id+".state"))
+	if err := syncDir(s.path(QueueDir)); err != nil {
+		return &Error{Op: "fsync", Path: s.path(QueueDir), Err: err}
+	}
+	return nil
+}
