@@ -117,7 +117,7 @@ const (
 		"-User <service principal id> -AccessRights FullAccess, and check that mailbox names it"
 	remedyBasicAuth = "the server treated the login as basic authentication: check that server " +
 		"points at Exchange Online submission (smtp.office365.com:587)"
-	remedyBug = "exo-sendmail sent mail before authenticating: this is a bug, please report it"
+	remedyBug   = "exo-sendmail sent mail before authenticating: this is a bug, please report it"
 	remedyQuota = "the sending mailbox %s is over its storage quota (sent mail is kept in " +
 		"Sent Items): an administrator must free space or raise the quota"
 	remedyIP = "Exchange Online does not accept traffic from this host's IP address: " +

@@ -437,9 +437,10 @@ func isASCII(s string) bool {
 	return true
 }
 
+// isPrintableASCII reports printable US-ASCII, space included (RFC 3461 §4.4).
 func isPrintableASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if s[i] < '!' || s[i] > '~' {
+		if s[i] < ' ' || s[i] > '~' {
 			return false
 		}
 	}
