@@ -70,11 +70,11 @@ func testPKI(t testing.TB) (*tls.Config, *x509.CertPool) {
 // tokens is a TokenSource handing out toks in order: Token gives the
 // current one, Renew moves to the next.
 type tokens struct {
-	mu                sync.Mutex
-	toks              []string
-	cur               int
-	tokenN, renewN    int
-	staleSeen         []string
+	mu                 sync.Mutex
+	toks               []string
+	cur                int
+	tokenN, renewN     int
+	staleSeen          []string
 	tokenErr, renewErr error
 }
 
