@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -67,9 +68,15 @@ type entraError struct {
 // classify turns a failed token request into a *failure.Error whose text
 // never holds hidden (the secret or the assertion sent).
 func (s *Source) classify(err error, hidden string) error {
+	// The credential as sent (form-encoded) and as a server may echo it.
+	var forms []string
+	if hidden != "" {
+		quoted, _ := json.Marshal(hidden)
+		forms = []string{hidden, url.QueryEscape(hidden), url.PathEscape(hidden), string(quoted[1 : len(quoted)-1])}
+	}
 	scrub := func(t string) string {
-		if hidden != "" {
-			t = strings.ReplaceAll(t, hidden, "[redacted]")
+		for _, f := range forms {
+			t = strings.ReplaceAll(t, f, "[redacted]")
 		}
 		return strings.Map(func(r rune) rune {
 			if r < ' ' || r == 0x7f {
@@ -105,7 +112,7 @@ func (s *Source) classify(err error, hidden string) error {
 	}
 	said := strings.TrimSpace(re.ErrorCode + ": " + re.ErrorDescription)
 	if re.ErrorCode == "" && re.ErrorDescription == "" {
-		said = strings.TrimSpace(string(re.Body))
+		said = strings.TrimSpace(scrub(string(re.Body))) // before cutting: a cut could keep part of it
 		if len(said) > 200 {
 			said = said[:200] + "..."
 		}
