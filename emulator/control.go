@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -55,14 +56,8 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 }
 
 func (e *Emulator) newHTTPServer() *http.Server {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/{tenant}/oauth2/v2.0/token", e.serveToken)
-	mux.HandleFunc("/v1.0/", e.serveGraph)
-	mux.HandleFunc("/_emulator/faults", e.serveFaults)
-	mux.HandleFunc("GET /_emulator/stats", e.serveStats)
-	mux.HandleFunc("GET /_emulator/messages", e.serveMessages)
 	return &http.Server{
-		Handler:           mux,
+		Handler:           http.HandlerFunc(e.route),
 		TLSConfig:         e.ca.serverTLS(),
 		ReadHeaderTimeout: 30 * time.Second,
 		ReadTimeout:       5 * time.Minute,
@@ -70,6 +65,30 @@ func (e *Emulator) newHTTPServer() *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          quietLog,
+	}
+}
+
+// route sends a request to the token endpoint (/{tenant}/oauth2/v2.0/token),
+// Graph (/v1.0/...) or the control endpoints (/_emulator/...). ServeMux
+// patterns cannot express both /{tenant}/... and /v1.0/.
+func (e *Emulator) route(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/v1.0/"):
+		e.serveGraph(w, r)
+	case p == "/_emulator/faults":
+		e.serveFaults(w, r)
+	case p == "/_emulator/stats":
+		e.serveStats(w, r)
+	case p == "/_emulator/messages":
+		e.serveMessages(w, r)
+	default:
+		tenant, ok := strings.CutSuffix(strings.TrimPrefix(p, "/"), "/oauth2/v2.0/token")
+		if !ok || tenant == "" || strings.Contains(tenant, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		e.serveToken(w, r, tenant)
 	}
 }
 

@@ -55,7 +55,7 @@ type entraError struct {
 	text   string
 }
 
-func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
+func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request, tenant string) {
 	e.count(func(s *Stats) *int { return &s.TokenRequests })
 	e.pause(e.currentFaults().Latency)
 	if e.currentFaults().TokenDown {
@@ -63,7 +63,7 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 			"A transient error has occurred. Please try again."})
 		return
 	}
-	tok, ee := e.tokenFor(r)
+	tok, ee := e.tokenFor(r, tenant)
 	if ee != nil {
 		if ee.error == "invalid_client" || ee.error == "unauthorized_client" {
 			e.count(func(s *Stats) *int { return &s.AuthFailures })
@@ -85,8 +85,7 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request) {
 
 // tokenFor checks a client credentials request in the order Entra does:
 // tenant, grant, client, scope, credential, resource.
-func (e *Emulator) tokenFor(r *http.Request) (string, *entraError) {
-	tenant := r.PathValue("tenant")
+func (e *Emulator) tokenFor(r *http.Request, tenant string) (string, *entraError) {
 	switch strings.ToLower(tenant) {
 	case "common", "consumers":
 		return "", &entraError{400, "invalid_request", 9001023,
