@@ -17,6 +17,9 @@ import (
 // fetching ourselves; its own fetch is bounded by the HTTP timeout.
 const lockPatience = time.Minute
 
+// errLockWait is recorded when another process held the cache lock too long.
+var errLockWait = errors.New("token cache lock held by another process for too long; fetched without it")
+
 // maxCacheFile bounds what we read from a cache file: a token is a few KB.
 const maxCacheFile = 64 << 10
 

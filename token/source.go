@@ -320,6 +320,3 @@ func (e entry) fresh(now time.Time, margin time.Duration) bool {
 	}
 	return now.Before(e.Expiry.Add(-margin))
 }
-
-// errLockWait is recorded when another process held the cache lock too long.
-var errLockWait = errors.New("token cache lock held by another process for too long; fetched without it")
