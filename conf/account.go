@@ -49,8 +49,8 @@ func (v *validator) account(i int, fa fileAccount, abs func(string) string) Acco
 		fail("certificate_file", "give either client_secret_file or certificate_file, not both")
 	case a.ClientSecretFile == "" && a.CertificateFile == "":
 		fail("", "needs a credential: client_secret_file, or certificate_file (+ private_key_file unless it is a .pfx)")
-	case a.CertificateFile != "" && a.PrivateKeyFile == "" && !isPKCS12(a.CertificateFile):
-		fail("certificate_file", "a PEM certificate_file needs private_key_file (or give a .pfx/.p12 file)")
+	case a.PrivateKeyFile != "" && isPKCS12(a.CertificateFile):
+		fail("private_key_file", "a .pfx/.p12 certificate_file holds its key: remove private_key_file")
 	}
 	if addr, err := mail.ParseAddress(a.Mailbox); err != nil || addr.Address != a.Mailbox || !strings.Contains(a.Mailbox, "@") {
 		fail("mailbox", fmt.Sprintf("mailbox %q must be the address of the mailbox the app sends as, e.g. alerts@contoso.com", a.Mailbox))

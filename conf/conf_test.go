@@ -130,7 +130,7 @@ func TestErrorsNameTheLine(t *testing.T) {
 		{strings.Replace(full, `client_id = "11111111-1111-1111-1111-111111111111"`, `client_id = "my app"`, 1), 31, "GUID"},
 		{strings.Replace(full, `mailbox = "alerts@fabrikam.com"`, `mailbox = "alerts"`, 1), 33, "mailbox"},
 		{strings.Replace(full, `tenant = "fabrikam.com"`, `tenant = "common"`, 1), 30, "/common"},
-		{strings.Replace(full, `certificate_file = "certs/app.pfx"`, `certificate_file = "certs/app.pem"`, 1), 32, "private_key_file"},
+		{strings.Replace(full, `certificate_file = "certs/app.pfx"`, "certificate_file = \"certs/app.pfx\"\nprivate_key_file = \"k.pem\"", 1), 33, "holds its key"},
 		{"[[account]]\nname = \"a\"\nunknown_thing = 1\n", 3, "unknown key"},
 		{"[aliases]\nroot = \"|/bin/sh\"\n", 2, "pipes"},
 	} {
