@@ -186,3 +186,18 @@ func TestUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleParses keeps sendmail.toml.example in step with the parser.
+func TestExampleParses(t *testing.T) {
+	src, err := os.ReadFile("../sendmail.toml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse("sendmail.toml.example", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Accounts) != 1 || c.Accounts[0].Mailbox != "alerts@contoso.com" || c.Resolve("root")[0] != "ops@contoso.com" {
+		t.Errorf("example parsed to %+v", c)
+	}
+}
