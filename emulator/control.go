@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,10 +39,13 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 	return json.Marshal(j)
 }
 
-// UnmarshalJSON reads Latency as a Go duration string.
+// UnmarshalJSON reads Latency as a Go duration string and refuses unknown
+// fields, so that a misspelt fault is an error rather than no fault.
 func (f *Faults) UnmarshalJSON(b []byte) error {
 	var j faultsJSON
-	if err := json.Unmarshal(b, &j); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
 		return err
 	}
 	*f = Faults(j.faultsFields)
@@ -99,9 +103,7 @@ func (e *Emulator) serveFaults(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 	case http.MethodPost, http.MethodPut:
 		var f Faults
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&f); err != nil {
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&f); err != nil {
 			http.Error(w, "faults: "+err.Error(), http.StatusBadRequest)
 			return
 		}
