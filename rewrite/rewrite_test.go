@@ -203,7 +203,7 @@ func TestFromRewrite(t *testing.T) {
 
 func TestFromNonASCII(t *testing.T) {
 	for _, from := range []string{
-		"Café Ünïcode <owner@example.com>",                   // raw UTF-8, as PHP writes it
+		"Café Ünïcode <owner@example.com>",                            // raw UTF-8, as PHP writes it
 		"=?UTF-8?Q?Caf=C3=A9_=C3=9Cn=C3=AFcode?= <owner@example.com>", // encoded word
 		"=?ISO-8859-1?Q?Caf=E9_=DCn=EFcode?= <owner@example.com>",
 	} {
