@@ -131,6 +131,13 @@ func (e *Emulator) submitted(via, mailbox string, rcpts int) {
 	e.limits.rcpts[key] = append(e.limits.rcpts[key], batch{now, rcpts})
 }
 
+// rcptLimit is the number of recipients a message may have.
+func (e *Emulator) rcptLimit() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.limits.rcptsPerMessage
+}
+
 // graphEnter takes one of the mailbox's concurrent Graph request slots.
 func (e *Emulator) graphEnter(mailbox string) (release func(), ok bool) {
 	key := strings.ToLower(mailbox)

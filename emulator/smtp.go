@@ -393,7 +393,7 @@ func (s *session) rcpt(arg string) bool {
 	if !ok || addr == "" {
 		return s.fail(501, "5.1.3 Invalid address")
 	}
-	if s.e.cfg.Limits && len(s.rcpts) >= s.e.limits.rcptsPerMessage {
+	if s.e.cfg.Limits && len(s.rcpts) >= s.e.rcptLimit() {
 		return s.reply(452, "4.5.3 Too many recipients")
 	}
 	f := s.e.currentFaults()
@@ -494,9 +494,6 @@ func (s *session) submit(data []byte, big bool) bool {
 	}
 	id := messageID(fields)
 	m := Message{Via: "smtp", ID: id, Mailbox: mb.Address, MailFrom: s.from, Rcpts: s.rcpts, Data: data}
-	if m.MailFrom == "" {
-		m.MailFrom = mb.Address
-	}
 	if err := s.e.deliver(m); err != nil {
 		return s.reply(451, "4.3.0 Temporary server error. Please try again later "+hostTag)
 	}

@@ -352,6 +352,13 @@ func TestSMTPSendAsDenied(t *testing.T) {
 	}
 }
 
+// setLimits lowers the limits so that a test can reach them.
+func setLimits(e *Emulator, edit func(*limits)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	edit(&e.limits)
+}
+
 func TestSMTPLimits(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Limits = true
@@ -376,7 +383,7 @@ func TestSMTPLimits(t *testing.T) {
 	}
 
 	// Messages per minute (lowered for the test): the next MAIL is refused.
-	e.limits.perMinute = 2
+	setLimits(e, func(l *limits) { l.perMinute = 2 })
 	c := clients[0]
 	for i := range 2 {
 		if err := send(c, mailbox, []string{"ops@fabrikam.com"}, testMessage); err != nil {
@@ -387,7 +394,7 @@ func TestSMTPLimits(t *testing.T) {
 	c.Reset()
 
 	// Recipients per day (lowered for the test): refused after DATA.
-	e.limits.perMinute, e.limits.perDay = 30, 3
+	setLimits(e, func(l *limits) { l.perMinute, l.perDay = 30, 3 })
 	wantReply(t, send(clients[1], mailbox, []string{"a@fabrikam.com", "b@fabrikam.com"}, testMessage), 554, "5.2.0",
 		"STOREDRV.Submission.Exception:SubmissionQuotaExceededException")
 	if s := e.Stats(); s.ThrottleReplies != 3 {
@@ -395,7 +402,7 @@ func TestSMTPLimits(t *testing.T) {
 	}
 
 	// Recipients per message.
-	e.limits.rcptsPerMessage = 2
+	setLimits(e, func(l *limits) { l.rcptsPerMessage = 2 })
 	c = clients[2]
 	c.Mail(mailbox, nil)
 	c.Rcpt("a@fabrikam.com", nil)
@@ -437,6 +444,19 @@ func TestSMTPFaults(t *testing.T) {
 	w.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := w.r.ReadString('\n'); err != io.EOF {
 		t.Errorf("DropRate 1: read %v, want EOF", err)
+	}
+}
+
+func TestSMTPRefusesOldTLS(t *testing.T) {
+	e := start(t, testConfig(t))
+	w, _ := dialWire(t, e)
+	w.cmd("EHLO x")
+	if got := w.cmd("STARTTLS"); got != "220 2.0.0 SMTP server ready" {
+		t.Fatalf("STARTTLS: %q", got)
+	}
+	tc := tls.Client(w.c, &tls.Config{RootCAs: e.RootCAs(), ServerName: "127.0.0.1", MaxVersion: tls.VersionTLS11})
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("a TLS 1.1 handshake succeeded")
 	}
 }
 

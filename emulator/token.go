@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -106,6 +107,16 @@ func (e *Emulator) tokenFor(r *http.Request, tenant string) (string, *entraError
 			"The request body must contain the following parameter: 'grant_type'."}
 	}
 	form := r.PostForm
+	// client_secret_basic, which Entra also accepts (golang.org/x/oauth2
+	// tries it first unless told otherwise).
+	if id, secret, ok := r.BasicAuth(); ok && form.Get("client_secret") == "" {
+		id, _ = url.QueryUnescape(id)
+		secret, _ = url.QueryUnescape(secret)
+		if form.Get("client_id") == "" {
+			form.Set("client_id", id)
+		}
+		form.Set("client_secret", secret)
+	}
 	for _, p := range []string{"grant_type", "client_id", "scope"} {
 		if form.Get(p) == "" {
 			return "", &entraError{400, "invalid_request", 900144,

@@ -64,8 +64,25 @@ func TestTokenWithSecret(t *testing.T) {
 	if _, ok := nc["roles"]; ok || nr.status != 200 {
 		t.Errorf("app without permissions: %d, roles %v; want a token without roles", nr.status, nc["roles"])
 	}
-	if s := e.Stats(); s.TokenRequests != 3 || s.TokensIssued != 3 {
-		t.Errorf("stats %+v, want 3 requests and 3 tokens", s)
+
+	// client_secret_basic works as well as client_secret_post.
+	form := secretForm("", "", smtpScope)
+	form.Del("client_id")
+	form.Del("client_secret")
+	req, _ := http.NewRequest("POST", e.TokenURL, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(goodSecret))
+	resp, err := httpClient(e).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("client_secret_basic: %s", resp.Status)
+	}
+
+	if s := e.Stats(); s.TokenRequests != 4 || s.TokensIssued != 4 {
+		t.Errorf("stats %+v, want 4 requests and 4 tokens", s)
 	}
 }
 
@@ -162,8 +179,7 @@ func assertionForm(a string) url.Values {
 func TestTokenWithCertificate(t *testing.T) {
 	e := start(t, testConfig(t))
 	aud := func(h map[string]any, c jwt.MapClaims) { c["aud"] = e.TokenURL }
-	_, otherKey := mustAppCertificate()
-	otherCert, _ := mustAppCertificate()
+	otherCert, otherKey := mustAppCertificate()
 	tests := []struct {
 		name string
 		alg  jwt.SigningMethod
