@@ -59,6 +59,7 @@ func NewGraph(cfg GraphConfig) *Graph {
 		ResponseHeaderTimeout: cfg.Timeout,
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     true,
+		WriteBufferSize:       64 << 10, // fewer, larger TLS records for the upload
 	}
 	return &Graph{
 		cfg:      cfg,

@@ -92,28 +92,29 @@ type crlfWriter struct {
 }
 
 func (c *crlfWriter) Write(p []byte) (int, error) {
-	written := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			c.prevCR = p[len(p)-1] == '\r'
-			return written, c.put(p)
+	if len(p) == 0 {
+		return 0, nil
+	}
+	start := 0 // p[start:] is not written yet
+	for i := 0; i < len(p); {
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
+			break
 		}
-		bare := (i == 0 && !c.prevCR) || (i > 0 && p[i-1] != '\r')
-		if bare {
-			if err := c.put(p[:i]); err != nil {
+		k := i + j
+		if k == 0 && !c.prevCR || k > 0 && p[k-1] != '\r' {
+			if err := c.put(p[start:k]); err != nil {
 				return 0, err
 			}
 			if err := c.put([]byte("\r\n")); err != nil {
 				return 0, err
 			}
-		} else if err := c.put(p[:i+1]); err != nil {
-			return 0, err
+			start = k + 1
 		}
-		c.prevCR = false
-		p = p[i+1:]
+		i = k + 1
 	}
-	return written, nil
+	c.prevCR = p[len(p)-1] == '\r'
+	return len(p), c.put(p[start:])
 }
 
 func (c *crlfWriter) put(b []byte) error {
