@@ -64,6 +64,7 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request, tenant str
 			"A transient error has occurred. Please try again."})
 		return
 	}
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
 	tok, ee := e.tokenFor(r, tenant)
 	if ee != nil {
 		if ee.error == "invalid_client" || ee.error == "unauthorized_client" {
@@ -101,7 +102,6 @@ func (e *Emulator) tokenFor(r *http.Request, tenant string) (string, *entraError
 		return "", &entraError{400, "invalid_request", 900561,
 			fmt.Sprintf("The endpoint only accepts POST requests. Received a %s request.", r.Method)}
 	}
-	r.Body = http.MaxBytesReader(nil, r.Body, 1<<20)
 	if err := r.ParseForm(); err != nil {
 		return "", &entraError{400, "invalid_request", 900144,
 			"The request body must contain the following parameter: 'grant_type'."}
