@@ -6,6 +6,17 @@ import (
 	"strings"
 )
 
+// Addresses returns the addresses of a recipient argument such as cron's
+// MAILTO ("a@x, b@y", "root"), leniently; the error (*Error, BadUsage)
+// names a piece that is not an address.
+func Addresses(list string) ([]string, error) {
+	addrs, bad := parseAddressList(list)
+	if len(bad) > 0 {
+		return nil, &Error{Kind: BadUsage, Msg: "recipient " + quote(bad[0]) + " is not an address"}
+	}
+	return addrs, nil
+}
+
 // parseAddressList returns the addresses of a list such as a To field or
 // cron's MAILTO argument ("a@x,b@y"), leniently: RFC 5322 first, then
 // piece by piece, so that a bare local name ("root", "root (Cron Daemon)")

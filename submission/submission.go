@@ -153,9 +153,9 @@ func Read(r io.Reader, opts *Options, site *Site) (*Message, error) {
 		}
 	}
 	for _, rc := range opts.Recipients {
-		addrs, bad := parseAddressList(rc.Addr)
-		if len(bad) > 0 {
-			return nil, &Error{Kind: BadUsage, Msg: "recipient " + quote(bad[0]) + " is not an address"}
+		addrs, err := Addresses(rc.Addr)
+		if err != nil {
+			return nil, err
 		}
 		for _, a := range addrs {
 			add(a, rc.Notify, rc.ORcpt)
