@@ -151,9 +151,10 @@ func (s *Spool) Pickup() (picked []string, quarantined []Quarantined, err error)
 	moved := false
 	for _, name := range names {
 		src := s.path(DropDir, name)
-		if strings.HasPrefix(name, ".tmp-") {
-			// A sendmail still writing, or one that died: remove only old ones.
-			if st, err := os.Lstat(src); err == nil && time.Since(st.ModTime()) > 24*time.Hour {
+		if strings.HasPrefix(name, ".") {
+			// A sendmail still writing (.tmp-*), or one that died: remove
+			// only old ones. Other dot files are signals (RescanFile).
+			if st, err := os.Lstat(src); err == nil && strings.HasPrefix(name, ".tmp-") && time.Since(st.ModTime()) > 24*time.Hour {
 				os.Remove(src)
 			}
 			continue
@@ -218,6 +219,20 @@ func (e *Entry) trusted() string {
 		return fmt.Sprintf("envelope claims uid %d but the file belongs to uid %d", e.Envelope.UID, sys.Uid)
 	}
 	return ""
+}
+
+// RescanFile, created in drop/, tells a running flusher to re-read the
+// queue's state (the administrator held, released or deleted entries).
+const RescanFile = ".rescan"
+
+// RequestRescan asks a running flusher to re-read the queue.
+func (s *Spool) RequestRescan() error {
+	p := s.path(DropDir, RescanFile)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return &Error{Op: "create", Path: p, Err: err}
+	}
+	return f.Close()
 }
 
 // Quarantined is an entry set aside, with the reason.

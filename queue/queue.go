@@ -108,7 +108,7 @@ func (s *Spool) Enqueue(env *Envelope, writeMessage func(w io.Writer) error) (st
 	id := NewID()
 	tmp := filepath.Join(drop, ".tmp-"+id)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
-	if errors.Is(err, os.ErrNotExist) && s.create() == nil {
+	if errors.Is(err, os.ErrNotExist) && s.Init() == nil {
 		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	}
 	if err != nil {
@@ -163,10 +163,10 @@ func (s *Spool) Enqueue(env *Envelope, writeMessage func(w io.Writer) error) (st
 	return id, nil
 }
 
-// create makes the spool's directories, as far as the caller may: in a
+// Init makes the spool's directories, as far as the caller may: in a
 // spool of one's own (single-user mode) all of them; in an installed
 // spool they already exist and this fails harmlessly.
-func (s *Spool) create() error {
+func (s *Spool) Init() error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ const (
 	exUsage       = 64 // bad flags, no recipients
 	exDataErr     = 65 // the message cannot be accepted as it is
 	exNoInput     = 66
+	exNoUser      = 67
 	exUnavailable = 69
 	exSoftware    = 70 // a bug of ours
 	exOSErr       = 71

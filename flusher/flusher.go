@@ -1,0 +1,338 @@
+// Package flusher delivers the queue: it picks up dropped messages, routes
+// each to its account, prepares the copy for the mailbox, sends it with the
+// account's transport within Exchange's limits, and records the result:
+// delivered → removed, temporary → retried with backoff, permanent →
+// bounced (DSN), configuration error → the account's mail held.
+//
+// State is persisted before acting: the next attempt is written before each
+// attempt, so a crash loop never hammers the server, and the only duplicate
+// a crash can cause is a message whose 250 arrived but whose state was not
+// yet written.
+package flusher
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/exo-sendmail/exo-sendmail/conf"
+	"github.com/exo-sendmail/exo-sendmail/queue"
+)
+
+// Options tune a Flusher.
+type Options struct {
+	Log   *log.Logger // one line per delivery attempt; nil: discard
+	Trace io.Writer   // the SMTP dialogue (-v), token hidden; nil: none
+}
+
+// Flusher delivers one spool with one configuration.
+type Flusher struct {
+	cfg      *conf.Config
+	spool    *queue.Spool
+	log      *log.Logger
+	trace    io.Writer
+	accounts map[string]*account
+	acctErr  map[string]error // accounts whose runtime could not be built
+
+	mu      sync.Mutex
+	index   map[string]*item // the schedule; rebuilt by scan
+	running map[string]bool  // accounts delivering a batch now
+	stats   Stats
+}
+
+// Stats counts what a run did.
+type Stats struct {
+	Sent, Deferred, Bounced, Quarantined int
+}
+
+// item is what the scheduler knows of a queued message.
+type item struct {
+	due      time.Time
+	account  string // "" when no account matches
+	held     bool
+	inflight bool
+}
+
+// New makes a flusher. Accounts whose runtime cannot be built (a bad
+// tenant, an unreadable CA file) hold their mail; they do not stop others.
+func New(cfg *conf.Config, opts Options) *Flusher {
+	f := &Flusher{
+		cfg: cfg, spool: queue.Open(cfg.SpoolDir), log: opts.Log, trace: opts.Trace,
+		accounts: map[string]*account{}, acctErr: map[string]error{}, index: map[string]*item{}, running: map[string]bool{},
+	}
+	if f.log == nil {
+		f.log = log.New(io.Discard, "", 0)
+	}
+	for i := range cfg.Accounts {
+		a := &cfg.Accounts[i]
+		acc, err := newAccount(cfg, a, opts.Trace)
+		if err != nil {
+			f.acctErr[a.Name] = err
+			f.log.Printf("account %s: cannot be used: %v", a.Name, err)
+			continue
+		}
+		f.accounts[a.Name] = acc
+	}
+	return f
+}
+
+// Stats returns the counts so far.
+func (f *Flusher) Stats() Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stats
+}
+
+func (f *Flusher) count(fn func(*Stats)) {
+	f.mu.Lock()
+	fn(&f.stats)
+	f.mu.Unlock()
+}
+
+// RunOnce is one queue run (sendmail -q): pick up, then attempt every
+// queued message that is not held, now, whatever its schedule. Paused
+// accounts are attempted too: the administrator asked for a run.
+func (f *Flusher) RunOnce(ctx context.Context) error {
+	for _, a := range f.accounts {
+		a.resume()
+	}
+	if err := f.scan(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	for _, it := range f.index {
+		it.due = time.Time{}
+	}
+	f.mu.Unlock()
+	done := make(chan string, len(f.cfg.Accounts)+1)
+	for n := f.launch(ctx, done); n > 0; n-- {
+		<-done
+	}
+	return nil
+}
+
+// scan picks up dropped mail and rebuilds the schedule from the spool.
+func (f *Flusher) scan() error {
+	if err := f.pickup(); err != nil {
+		return err
+	}
+	ids, err := f.spool.IDs()
+	if err != nil {
+		return err
+	}
+	index := make(map[string]*item, len(ids))
+	for _, id := range ids {
+		if it := f.describe(id); it != nil {
+			index[id] = it
+		}
+	}
+	f.mu.Lock()
+	for id, old := range f.index {
+		if it, ok := index[id]; ok && old.inflight {
+			it.inflight = true
+		}
+	}
+	f.index = index
+	f.mu.Unlock()
+	return nil
+}
+
+// pickup moves dropped mail into the queue and schedules it now.
+func (f *Flusher) pickup() error {
+	picked, quarantined, err := f.spool.Pickup()
+	for _, q := range quarantined {
+		f.log.Printf("%s: quarantined: %s", q.ID, q.Reason)
+		f.count(func(s *Stats) { s.Quarantined++ })
+	}
+	for _, id := range picked {
+		if it := f.describe(id); it != nil {
+			f.mu.Lock()
+			f.index[id] = it
+			f.mu.Unlock()
+		}
+	}
+	return err
+}
+
+// describe reads what the scheduler needs of an entry.
+func (f *Flusher) describe(id string) *item {
+	e, err := f.spool.Open(id)
+	if err != nil {
+		return nil
+	}
+	defer e.Close()
+	st, err := f.spool.LoadState(id)
+	if err != nil {
+		return nil
+	}
+	it := &item{due: st.NextAttempt, held: st.Held}
+	if a := f.cfg.AccountFor(e.Envelope.Sender); a != nil {
+		it.account = a.Name
+	}
+	return it
+}
+
+// launch starts delivering every due message: one goroutine per account
+// (accounts never wait for each other), each with up to its connection
+// limit. An account already delivering is left to finish its batch. Each
+// finished account is reported on done; launch returns how many started.
+func (f *Flusher) launch(ctx context.Context, done chan<- string) int {
+	now := time.Now()
+	byAccount := map[string][]string{}
+	f.mu.Lock()
+	for id, it := range f.index {
+		if it.held || it.inflight || it.due.After(now) || f.running[it.account] {
+			continue
+		}
+		it.inflight = true
+		byAccount[it.account] = append(byAccount[it.account], id)
+	}
+	for name := range byAccount {
+		f.running[name] = true
+	}
+	f.mu.Unlock()
+	for name, ids := range byAccount {
+		sort.Strings(ids) // oldest first: IDs sort by time
+		acc := f.accounts[name]
+		go func() {
+			f.runAccount(ctx, acc, name, ids)
+			f.mu.Lock()
+			delete(f.running, name)
+			f.mu.Unlock()
+			done <- name
+		}()
+	}
+	return len(byAccount)
+}
+
+// runAccount delivers ids through one account with its connections.
+func (f *Flusher) runAccount(ctx context.Context, acc *account, name string, ids []string) {
+	if acc == nil {
+		f.holdUnroutable(name, ids)
+		return
+	}
+	work := make(chan string)
+	workers := min(acc.conf.MaxConnections, len(ids))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	active := workers
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := acc.sender()
+			defer func() { s.Close() }()
+			for id := range work {
+				out := f.deliver(ctx, acc, s, id)
+				f.done(id, out)
+				if out.fewerConnections {
+					mu.Lock()
+					last := active == 1
+					if !last {
+						active--
+					}
+					mu.Unlock()
+					if !last {
+						// Exchange allows 3 connections per mailbox; another
+						// process may hold some. Give this one up.
+						go func() {
+							for id := range work {
+								f.done(id, outcome{due: time.Now()})
+							}
+						}()
+						return
+					}
+				}
+				if out.reconnect {
+					s.Close()
+					s = acc.sender()
+				}
+			}
+		}()
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			f.done(id, outcome{due: time.Now()})
+			continue
+		}
+		if until, err := acc.paused(time.Now()); err != nil {
+			f.deferPaused(id, acc, until, err)
+			continue
+		}
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+}
+
+// done records the outcome of an attempt in the schedule.
+func (f *Flusher) done(id string, out outcome) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	it := f.index[id]
+	if it == nil {
+		return
+	}
+	if out.removed {
+		delete(f.index, id)
+		return
+	}
+	it.inflight = false
+	if !out.due.IsZero() {
+		it.due = out.due
+	}
+	it.held = it.held || out.held
+}
+
+// nextDue returns when the next message falls due (zero: none queued).
+// Messages of an account busy with a batch wait for that batch to end.
+func (f *Flusher) nextDue() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var next time.Time
+	for _, it := range f.index {
+		if it.held || it.inflight || f.running[it.account] {
+			continue
+		}
+		if next.IsZero() || it.due.Before(next) {
+			next = it.due
+		}
+	}
+	return next
+}
+
+// busy reports whether anything is queued that is not held, or in flight.
+func (f *Flusher) busy() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.running) > 0 {
+		return true
+	}
+	for _, it := range f.index {
+		if !it.held {
+			return true
+		}
+	}
+	return false
+}
+
+// backoff is the delay before attempt n+1: retry_min doubled per attempt,
+// at most retry_max, with ±20 % jitter so that a backlog does not retry in
+// lockstep.
+func (f *Flusher) backoff(attempts int) time.Duration {
+	d := f.cfg.Queue.RetryMin
+	for i := 1; i < attempts && d < f.cfg.Queue.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, f.cfg.Queue.RetryMax)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func fmtDelay(d time.Duration) string {
+	return fmt.Sprintf("%.2f", d.Seconds())
+}
