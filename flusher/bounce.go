@@ -125,4 +125,3 @@ func (l *lfWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
