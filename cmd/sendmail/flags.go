@@ -63,11 +63,11 @@ func ignore(*cmdline, string) error { return nil }
 // that mean nothing to a queue-and-relay sendmail are accepted and ignored:
 // callers (cron, mailx, PHP) pass them and must never fail because of them.
 var options = [128]option{
-	'A': {value, ignore},         // -Am, -Ac: which config file sendmail 8 would use
-	'B': {value, setBodyType},    // -B 7BIT | 8BITMIME
-	'C': {value, setConfig},      // -C file
-	'F': {value, setFullName},    // -F name
-	'G': {noValue, ignore},       // gateway submission
+	'A': {value, ignore},      // -Am, -Ac: which config file sendmail 8 would use
+	'B': {value, setBodyType}, // -B 7BIT | 8BITMIME
+	'C': {value, setConfig},   // -C file
+	'F': {value, setFullName}, // -F name
+	'G': {noValue, ignore},    // gateway submission
 	'I': {noValue, setMode(modeAliases)},
 	'L': {value, ignore},         // -L label (syslog)
 	'N': {value, setNotify},      // -N never | success,failure,delay
