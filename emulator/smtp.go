@@ -243,9 +243,6 @@ func (s *session) auth(arg string) bool {
 	if s.logon != nil {
 		return s.fail(503, "5.5.1 Already authenticated")
 	}
-	if s.hasFrom {
-		return s.fail(503, "5.5.1 Bad sequence of commands")
-	}
 	if mech == "LOGIN" {
 		// Basic authentication: prompt as Exchange does, then refuse.
 		if ir == "" {
