@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/exo-sendmail/exo-sendmail/failure"
@@ -151,29 +152,22 @@ func (r graphResponse) reply() string {
 
 // post sends one request, the body streamed from the queued message.
 func (g *Graph) post(ctx context.Context, tok string, msg *Message, p *graphPlan) (graphResponse, error) {
-	pr, pw := io.Pipe()
-	streamed := make(chan error, 1)
-	go func() {
-		err := p.stream(pw, msg)
-		pw.CloseWithError(err)
-		streamed <- err
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.endpoint, pr)
+	up := &upload{plan: p, msg: msg}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.endpoint, http.NoBody)
 	if err != nil {
-		pr.Close()
-		<-streamed
 		return graphResponse{}, &failure.Error{Class: failure.Config, Err: fmt.Errorf("Graph URL: %w", err)}
 	}
+	// GetBody lets the HTTP client resend on a kept-alive connection that
+	// turned out closed before anything was written.
+	req.Body, req.GetBody = up.open(), func() (io.ReadCloser, error) { return up.open(), nil }
 	req.ContentLength = base64Len(p.size)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "text/plain")
 	resp, err := g.client.Do(req)
-	pr.CloseWithError(errors.New("request finished")) // ends the stream if Graph answered early
-	serr := <-streamed
+	readErr := up.finish()
 	if err != nil {
-		var rerr bodyReadError
-		if errors.As(serr, &rerr) {
-			return graphResponse{}, failure.Wrap(failure.Temporary, rerr)
+		if readErr != nil {
+			return graphResponse{}, failure.Wrap(failure.Temporary, readErr)
 		}
 		return graphResponse{}, g.netError(ctx, err)
 	}
@@ -187,6 +181,50 @@ func (g *Graph) post(ctx context.Context, tok string, msg *Message, p *graphPlan
 		gr.code, gr.text = body.Error.Code, body.Error.Message
 	}
 	return gr, nil
+}
+
+// upload streams the request body through pipes, one per (re)send, each fed
+// by its own goroutine reading the queued message.
+type upload struct {
+	plan *graphPlan
+	msg  *Message
+
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	readers []*io.PipeReader
+	readErr error // the queued message could not be read
+}
+
+func (u *upload) open() io.ReadCloser {
+	pr, pw := io.Pipe()
+	u.mu.Lock()
+	u.readers = append(u.readers, pr)
+	u.mu.Unlock()
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		err := u.plan.stream(pw, u.msg)
+		pw.CloseWithError(err)
+		var rerr bodyReadError
+		if errors.As(err, &rerr) {
+			u.mu.Lock()
+			u.readErr = rerr
+			u.mu.Unlock()
+		}
+	}()
+	return pr
+}
+
+// finish ends every stream still running (Graph may answer before reading
+// the whole body) and waits for them.
+func (u *upload) finish() error {
+	u.mu.Lock()
+	for _, r := range u.readers {
+		r.CloseWithError(errors.New("request finished"))
+	}
+	u.mu.Unlock()
+	u.wg.Wait()
+	return u.readErr
 }
 
 func (g *Graph) netError(ctx context.Context, err error) *failure.Error {

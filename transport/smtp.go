@@ -20,7 +20,7 @@ import (
 type SMTPConfig struct {
 	Server         string         // host:port, default smtp.office365.com:587 (port 587 when omitted)
 	Mailbox        string         // the mailbox the app logs on to (XOAUTH2 user=)
-	HeloName       string         // EHLO name, the host's FQDN; default os.Hostname()
+	HeloName       string         // EHLO name, the host's FQDN; default (and when unusable) os.Hostname()
 	RootCAs        *x509.CertPool // nil: the system roots
 	Tokens         TokenSource
 	DialTimeout    time.Duration // TCP connect and TLS handshake, default 30 s
@@ -56,11 +56,11 @@ func NewSMTP(cfg SMTPConfig) *SMTP {
 	if _, _, err := net.SplitHostPort(cfg.Server); err != nil {
 		cfg.Server = net.JoinHostPort(cfg.Server, "587")
 	}
-	if cfg.HeloName == "" {
+	if !isPrintableASCII(cfg.HeloName) || cfg.HeloName == "" || strings.Contains(cfg.HeloName, " ") {
 		cfg.HeloName, _ = os.Hostname()
-		if cfg.HeloName == "" || strings.ContainsAny(cfg.HeloName, " \r\n") {
-			cfg.HeloName = "localhost"
-		}
+	}
+	if !isPrintableASCII(cfg.HeloName) || cfg.HeloName == "" || strings.Contains(cfg.HeloName, " ") {
+		cfg.HeloName = "localhost"
 	}
 	setDefault(&cfg.DialTimeout, 30*time.Second)
 	setDefault(&cfg.CommandTimeout, 5*time.Minute)
