@@ -52,7 +52,7 @@ type line struct {
 }
 
 func newScanner(src io.ReaderAt, size int64) *scanner {
-	return &scanner{br: bufio.NewReaderSize(io.NewSectionReader(src, 0, size), 64<<10)}
+	return &scanner{br: bufio.NewReaderSize(io.NewSectionReader(src, 0, size), 16<<10)}
 }
 
 // offset is where the next line begins.

@@ -96,6 +96,9 @@ func writeFields(dst *bytes.Buffer, fields []field) {
 	for _, f := range fields {
 		text := unstructured[strings.ToLower(f.name)]
 		for i, line := range bytes.Split(f.raw, []byte("\n")) {
+			if i > 0 && len(bytes.Trim(line, " \t")) == 0 {
+				continue // a blank continuation adds nothing, and some readers take it for the end of the header
+			}
 			start := 0
 			if i == 0 {
 				start = bytes.IndexByte(line, ':') + 1

@@ -15,13 +15,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/conf"
 	"github.com/exo-sendmail/exo-sendmail/failure"
 )
 
 // Policy says how to prepare a message for one account.
 type Policy struct {
 	Mailbox  string                     // the account's mailbox (XOAUTH2 user=, MAIL FROM)
-	SendAs   []string                   // From addresses the mailbox may use; "*" is a wildcard ("*@contoso.com")
+	SendAs   []string                   // From addresses the mailbox may use, conf.MatchAddress patterns ("*@contoso.com")
 	Hostname string                     // this host's name: qualifies bare names, ends a new Message-ID
 	Resolve  func(addr string) []string // aliases: a bare local name → addresses (nil: names stay as written)
 
@@ -30,10 +31,6 @@ type Policy struct {
 	// duplicate delivery can be recognised by the recipient.
 	Date    time.Time // the Date of a message without one (zero: now)
 	QueueID string    // part of the Message-ID of a message without one (empty: random)
-
-	// Bcc lists addresses to write into a Bcc field of the copy. Only for
-	// Graph, which has no envelope and takes recipients from the header.
-	Bcc []string
 }
 
 // Copy is the prepared message.
@@ -156,13 +153,6 @@ func (p *Policy) header(in []field) ([]field, string) {
 	}
 	if !has("Message-ID") {
 		out = append(out, newField("Message-ID", p.messageID(date)))
-	}
-	if len(p.Bcc) > 0 {
-		items := make([]item, len(p.Bcc))
-		for i, a := range p.Bcc {
-			items[i] = item{raw: a}
-		}
-		out = append(out, newField("Bcc", formatList(items, len("Bcc: "))))
 	}
 	return out, from
 }
@@ -297,12 +287,7 @@ func (p *Policy) allowed(addr string) bool {
 	if strings.EqualFold(q, p.Mailbox) {
 		return true
 	}
-	for _, pat := range p.SendAs {
-		if match(pat, q) || match(pat, addr) {
-			return true
-		}
-	}
-	return false
+	return conf.MatchAddress(p.SendAs, q) || conf.MatchAddress(p.SendAs, addr)
 }
 
 // real reports whether replies to addr could reach someone (see from).
@@ -354,30 +339,4 @@ func firstAddr(f field) string {
 		}
 	}
 	return ""
-}
-
-// match reports whether addr matches pattern, case-insensitively; "*" in
-// pattern matches any run of characters.
-func match(pattern, addr string) bool {
-	pattern, addr = strings.ToLower(pattern), strings.ToLower(addr)
-	px, ax, star, mark := 0, 0, -1, 0
-	for ax < len(addr) {
-		switch {
-		case px < len(pattern) && pattern[px] == '*':
-			star, mark = px, ax
-			px++
-		case px < len(pattern) && pattern[px] == addr[ax]:
-			px++
-			ax++
-		case star >= 0:
-			px, mark = star+1, mark+1
-			ax = mark
-		default:
-			return false
-		}
-	}
-	for px < len(pattern) && pattern[px] == '*' {
-		px++
-	}
-	return px == len(pattern)
 }

@@ -304,12 +304,6 @@ func TestAddedFields(t *testing.T) {
 	if got := h.Get("From"); got != mailbox {
 		t.Errorf("From %q, want the mailbox", got)
 	}
-	p := policy()
-	p.Bcc = []string{"hidden@example.com", "other@example.com"}
-	_, out = prepare(t, "Subject: x\nBcc: original@example.com\n\nhi\n", p)
-	if h, _ := headerOf(t, out); h.Get("Bcc") != "hidden@example.com, other@example.com" {
-		t.Errorf("Bcc %q, want the policy's only", h.Values("Bcc"))
-	}
 }
 
 func html(n int) string {
@@ -532,24 +526,6 @@ func TestShortSource(t *testing.T) {
 	}
 }
 
-func TestMatch(t *testing.T) {
-	for _, tc := range []struct {
-		pattern, addr string
-		want          bool
-	}{
-		{"*@contoso.com", "a@CONTOSO.com", true},
-		{"*@contoso.com", "a@contoso.com.evil", false},
-		{"*", "anything", true},
-		{"a*b*c", "aXXbYYc", true},
-		{"a*b*c", "aXXbYY", false},
-		{"alerts@example.org", "alerts@example.org", true},
-	} {
-		if got := match(tc.pattern, tc.addr); got != tc.want {
-			t.Errorf("match(%q, %q) = %v", tc.pattern, tc.addr, got)
-		}
-	}
-}
-
 func FuzzPrepare(f *testing.F) {
 	f.Add(multipartMsg)
 	f.Add("Subject: x\n\n" + html(3000))
@@ -563,4 +539,30 @@ func FuzzPrepare(f *testing.F) {
 		}
 		_ = c
 	})
+}
+
+func benchmarkPrepare(b *testing.B, msg string) {
+	src := strings.NewReader(msg)
+	p := policy()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		c, err := Prepare(src, int64(len(msg)), p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, _ := c.Open()
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A typical 2 KB message from PHP: only the header changes.
+func BenchmarkPrepare2KB(b *testing.B) {
+	benchmarkPrepare(b, "From: PHP Sender <php-sender@example.com>\nTo: root\nSubject: report\n\n"+strings.Repeat("a line of text in the body\n", 75))
+}
+
+// 5 MB of HTML on long lines: re-encoded as quoted-printable while streaming.
+func BenchmarkPrepareLongLines5MB(b *testing.B) {
+	benchmarkPrepare(b, "Subject: x\nContent-Type: text/html\n\n"+strings.Repeat(html(5000)+"\n", 1000))
 }

@@ -118,8 +118,8 @@ func (r *reader) step() error {
 		r.enc, r.off = newEncoder(s.kind), s.start
 	}
 	if n := min(s.end-r.off, chunk); n > 0 {
-		if r.buf == nil {
-			r.buf = make([]byte, chunk)
+		if int64(len(r.buf)) < n {
+			r.buf = make([]byte, n) // a small message needs no 32 KB buffer
 		}
 		b := r.buf[:n]
 		if err := r.readAt(b, r.off); err != nil {
@@ -232,7 +232,22 @@ func (e *qpEncoder) emit(out *bytes.Buffer, c byte, encode bool) {
 }
 
 func (e *qpEncoder) write(out *bytes.Buffer, p []byte) {
-	for _, c := range p {
+	for len(p) > 0 {
+		// Fast path: a run of octets that stand for themselves, as much as fits.
+		if n := literalRun(p); n > 0 && e.pending == 0 && !(e.col == 0 && e.soft && p[0] == '-') {
+			if e.col >= 75 {
+				out.WriteString("=\r\n")
+				e.col, e.soft = 0, true
+				continue
+			}
+			k := min(n, 75-e.col)
+			out.Write(p[:k])
+			e.col += k
+			p = p[k:]
+			continue
+		}
+		c := p[0]
+		p = p[1:]
 		if c == '\n' {
 			if e.pending != 0 {
 				e.emit(out, e.pending, true)
@@ -255,6 +270,15 @@ func (e *qpEncoder) write(out *bytes.Buffer, p []byte) {
 			e.emit(out, c, true)
 		}
 	}
+}
+
+func literalRun(p []byte) int {
+	for i, c := range p {
+		if c < 33 || c > 126 || c == '=' {
+			return i
+		}
+	}
+	return len(p)
 }
 
 func (e *qpEncoder) close(out *bytes.Buffer) {
