@@ -359,3 +359,23 @@ func TestCRLFWriter(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkGraphSend(b *testing.B) {
+	g := &graphServer{}
+	g.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer g.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(g.Certificate())
+	c := NewGraph(GraphConfig{URL: g.URL, Mailbox: mailbox, Tokens: newTokens("t"), RootCAs: pool, MaxRequest: 64 << 20})
+	defer c.Close()
+	msg := bigMessage(1<<20, "bob@fabrikam.test")
+	b.SetBytes(msg.Size)
+	for b.Loop() {
+		if _, err := c.Send(context.Background(), msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -603,3 +603,30 @@ func TestSMTPBadEnvelope(t *testing.T) {
 		wantClass(t, err, failure.Permanent)
 	}
 }
+
+// A configured EHLO name that would inject a command is not used.
+func TestSMTPHeloNameInjection(t *testing.T) {
+	srvTLS, pool := testPKI(t)
+	s := startScript(t, srvTLS, &script{})
+	c := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool, HeloName: "evil\r\nMAIL FROM:<x@y>"})
+	if _, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "bob@fabrikam.test")); err != nil {
+		t.Fatal(err)
+	}
+	if first := s.conv(0)[0]; strings.Contains(first, "evil") || strings.Contains(first, "MAIL") {
+		t.Errorf("first line %q", first)
+	}
+}
+
+func BenchmarkSMTPReusedConnection(b *testing.B) {
+	srvTLS, pool := testPKI(b)
+	x := startExchange(b, srvTLS, nil)
+	c := NewSMTP(SMTPConfig{Server: x.addr, Mailbox: mailbox, HeloName: "bench.test", RootCAs: pool, Tokens: newTokens("t")})
+	defer c.Close()
+	msg := textMessage(mailbox, "Subject: bench\r\n\r\n"+strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 160), "bob@fabrikam.test")
+	b.SetBytes(msg.Size)
+	for b.Loop() {
+		if _, err := c.Send(context.Background(), msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
