@@ -58,14 +58,10 @@ func (o Outcome) String() string {
 	return "failed"
 }
 
-// ErrUsage is wrapped by Run's error when the options are wrong (an unknown
-// account, a malformed address); nothing was checked then.
-var ErrUsage = errors.New("usage")
-
 // Run checks the accounts of cfg and writes one line per step to opt.Out.
-// Its error is only for options it cannot use (wrapping ErrUsage): every
-// problem found in the configuration or at Microsoft is in the report and
-// the Outcome.
+// It returns an error only for options it cannot use (an unknown account, a
+// malformed address), before checking anything: every problem found in the
+// configuration or at Microsoft is in the report and the Outcome.
 func Run(ctx context.Context, cfg *conf.Config, opt Options) (Outcome, error) {
 	accounts := cfg.Accounts
 	if opt.Account != "" {
@@ -75,13 +71,13 @@ func Run(ctx context.Context, cfg *conf.Config, opt Options) (Outcome, error) {
 			for i := range cfg.Accounts {
 				names[i] = cfg.Accounts[i].Name
 			}
-			return Failed, fmt.Errorf("%w: no account named %q in %s (accounts: %s)", ErrUsage, opt.Account, configName(cfg), strings.Join(names, ", "))
+			return Failed, fmt.Errorf("no account named %q in %s (accounts: %s)", opt.Account, configName(cfg), strings.Join(names, ", "))
 		}
 		accounts = []conf.Account{*a}
 	}
 	if opt.SendTo != "" {
 		if addr, err := mail.ParseAddress(opt.SendTo); err != nil || addr.Address != opt.SendTo {
-			return Failed, fmt.Errorf("%w: --send-to %q is not a plain address such as admin@example.com", ErrUsage, opt.SendTo)
+			return Failed, fmt.Errorf("--send-to %q is not a plain address such as admin@example.com", opt.SendTo)
 		}
 	}
 	out := opt.Out
@@ -153,7 +149,7 @@ func (r *report) ok(step, format string, a ...any) {
 	r.line("ok", step, fmt.Sprintf(format, a...))
 }
 
-// note is a passed step with something the reader must know.
+// warn reports a step that passed with something the reader must know.
 func (r *report) warn(step, what, fix string) {
 	r.warnings++
 	r.line("warn", step, join(what, fix))

@@ -126,12 +126,14 @@ func (c *checker) secretFile() bool {
 	secret := strings.TrimRight(string(cr.data), "\r\n")
 	c.r.secret(secret)
 	c.r.secret(strings.TrimSpace(secret))
-	c.private(cr)
-	switch {
-	case secret == "":
+	if secret == "" {
 		c.r.fail(failure.Config, "secret", fmt.Sprintf("client secret file %s is empty", cr.path),
 			"put the secret's Value (not its Secret ID) from Entra > App registrations > Certificates & secrets into it")
 		return false
+	}
+	c.r.ok("secret", "%s", cr.describe())
+	c.private(cr)
+	switch {
 	case guid.MatchString(strings.TrimSpace(secret)):
 		c.r.warn("secret", fmt.Sprintf("client secret file %s holds a GUID: that is the shape of a Secret ID, not of a secret's Value", cr.path),
 			"copy the Value column (shown only when the secret is created; else add a new secret) from Entra > App registrations > Certificates & secrets")
@@ -139,7 +141,6 @@ func (c *checker) secretFile() bool {
 		c.r.warn("secret", fmt.Sprintf("client secret file %s holds spaces or quotes around the secret, which are sent as part of it", cr.path),
 			"keep only the secret's Value in the file")
 	}
-	c.r.ok("secret", "%s", cr.describe())
 	return true
 }
 
@@ -152,6 +153,14 @@ func (c *checker) certificate() bool {
 	if !ok {
 		return false
 	}
+	// Files holding a key or password are warned about after the step's
+	// result, even when it failed.
+	var private []*credential
+	defer func() {
+		for _, p := range private {
+			c.private(p)
+		}
+	}()
 	var cert *x509.Certificate
 	var key any
 	var err error
@@ -164,14 +173,14 @@ func (c *checker) certificate() bool {
 			return false
 		}
 		if key != nil {
-			c.private(cr) // the key is in the certificate file
+			private = append(private, cr) // the key is in the certificate file
 		}
 		if a.PrivateKeyFile != "" {
 			kr, ok := c.readCredential("key", "private key file", a.PrivateKeyFile)
 			if !ok {
 				return false
 			}
-			c.private(kr)
+			private = append(private, kr)
 			if _, key, err = parsePEM(kr.data); err != nil || key == nil {
 				if err == nil {
 					err = errors.New("no PRIVATE KEY block")
@@ -183,14 +192,14 @@ func (c *checker) certificate() bool {
 			keyFrom = kr
 		}
 	} else {
-		c.private(cr) // a .pfx holds the key
+		private = append(private, cr) // a .pfx holds the key
 		password := ""
 		if a.CertificatePasswordFile != "" {
 			pr, ok := c.readCredential("password", "certificate password file", a.CertificatePasswordFile)
 			if !ok {
 				return false
 			}
-			c.private(pr)
+			private = append(private, pr)
 			password = strings.TrimRight(string(pr.data), "\r\n")
 			c.r.secret(password)
 		}
@@ -225,22 +234,23 @@ func (c *checker) certificate() bool {
 	thumb := sha1.Sum(cert.Raw)
 	id := fmt.Sprintf("%q, thumbprint %s", cert.Subject.CommonName, strings.ToUpper(hex.EncodeToString(thumb[:])))
 	now := time.Now()
-	switch left := cert.NotAfter.Sub(now); {
+	switch {
 	case now.Before(cert.NotBefore):
 		c.r.fail(failure.Config, "certificate", fmt.Sprintf("certificate %s is valid only from %s", id, day(cert.NotBefore)),
 			"check the host clock (NTP), or use a certificate valid now")
 		return false
-	case left <= 0:
+	case !now.Before(cert.NotAfter):
 		c.r.fail(failure.Config, "certificate", fmt.Sprintf("certificate %s expired on %s", id, day(cert.NotAfter)),
 			"create a new certificate, upload it in Entra > App registrations > Certificates & secrets, and replace "+cr.path)
 		return false
-	case left < expirySoon:
-		c.r.warn("certificate", fmt.Sprintf("certificate %s expires on %s (in %d days)", id, day(cert.NotAfter), int(left.Hours()/24)),
-			"create a new one, upload it in Entra > App registrations > Certificates & secrets, then replace "+cr.path)
 	}
 	c.r.ok("certificate", "%s, RSA %d bits, %s, expires %s (the thumbprint Entra lists for it)", cr.describe(), rsaKey.N.BitLen(), id, day(cert.NotAfter))
 	if keyFrom != cr {
 		c.r.ok("key", "%s, matches the certificate", keyFrom.describe())
+	}
+	if left := cert.NotAfter.Sub(now); left < expirySoon {
+		c.r.warn("certificate", fmt.Sprintf("certificate %s expires on %s (in %d days)", id, day(cert.NotAfter), int(left.Hours()/24)),
+			"create a new one, upload it in Entra > App registrations > Certificates & secrets, then replace "+cr.path)
 	}
 	return true
 }

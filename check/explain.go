@@ -37,8 +37,8 @@ func (c *checker) explainReply(r smtpReply, cl *token.Claims) (class failure.Cla
 		return failure.Config, "Exchange refused the token for " + mb + ", and 535 5.7.3 says no more. Likely causes, most likely first:\n" +
 			numbered(c.authCauses(cl)) + "\n" + permissionDelay, ""
 	case r.code == 430 || strings.Contains(text, "mailbox logon failure"):
-		return failure.Config, "Exchange accepted the token but the app may not log on to mailbox " + mb,
-			c.mailboxPermission(cl) + "; " + permissionDelay
+		return failure.Config, "Exchange accepted the token but the app may not log on to mailbox " + mb + "; grant it:\n" +
+			strings.Join(c.mailboxGrant(cl), "\n") + "\n" + permissionDelay, ""
 	case strings.Contains(text, "sendasdenied") || r.enhanced == "5.7.60":
 		return failure.Config, "Exchange refused to let " + mb + " send as the message's From address (the check sends From: " + mb + ")",
 			"mailbox must be the mailbox's primary SMTP address, not an alias; to send as another address: " +
@@ -80,22 +80,24 @@ func (c *checker) authCauses(cl *token.Claims) []string {
 		"the service principal was registered with the App registration's object id instead of the Enterprise application's: "+
 			"Get-ServicePrincipal | where AppId -eq '"+app+"' | fl ObjectId must show "+sp+"; if not, Remove-ServicePrincipal it and "+
 			"New-ServicePrincipal -AppId "+app+" -ObjectId "+sp,
-		"the service principal has no right on the mailbox: "+c.mailboxPermission(cl),
+		"the service principal has no right on the mailbox: "+strings.Join(c.mailboxGrant(cl), "; "),
 		"mailbox = "+mb+" is not the primary address of a mailbox of this tenant (for a shared mailbox, its own address)")
 	return causes
 }
 
-// mailboxPermission is the fix for an app that may not use the mailbox.
-func (c *checker) mailboxPermission(cl *token.Claims) string {
+// mailboxGrant lists how to let the app use the mailbox, a step a line.
+func (c *checker) mailboxGrant(cl *token.Claims) []string {
 	_, sp := c.who(cl)
 	mb := c.a.Mailbox
-	s := "Add-MailboxPermission -Identity " + mb + " -User " + sp + " -AccessRights FullAccess, " +
-		"or with RBAC for Applications New-ManagementRoleAssignment -App " + sp + " -Role 'Application SMTP.SendAsApp' -CustomResourceScope <scope>; " +
-		"test with Test-ServicePrincipalAuthorization -Identity " + sp + " -Resource " + mb
+	rbac := "or, with RBAC for Applications: New-ManagementRoleAssignment -App " + sp + " -Role 'Application SMTP.SendAsApp' -CustomResourceScope <scope>"
 	if cl != nil && slices.Contains(cl.Roles, roleSMTP) {
-		s += "; with RBAC for Applications, also remove SMTP.SendAsApp from the app in Entra: while the token carries it, Exchange wants FullAccess instead"
+		rbac += ", and remove SMTP.SendAsApp from the app in Entra: while the token carries it, Exchange wants FullAccess instead"
 	}
-	return s
+	return []string{
+		"Add-MailboxPermission -Identity " + mb + " -User " + sp + " -AccessRights FullAccess",
+		rbac,
+		"test with Test-ServicePrincipalAuthorization -Identity " + sp + " -Resource " + mb,
+	}
 }
 
 func numbered(items []string) string {

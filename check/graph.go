@@ -117,6 +117,14 @@ func explainHTTP(base string, err error) (failure.Class, string, string) {
 	return failure.Temporary, fmt.Sprintf("%s: %v", host, err), "check graph_url and that this host may reach it over HTTPS, then try again"
 }
 
+// untrusted reports a TLS certificate verification failure.
+func untrusted(err error) bool {
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &invalid)
+}
+
 func containsFold(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
 }

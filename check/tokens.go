@@ -100,7 +100,14 @@ func (c *checker) tokenFailed(err error, cachedUntil time.Time) {
 	if !strings.Contains(text, fe.Remedy) {
 		fix = fe.Remedy
 	}
-	c.r.fail(fe.Class, "token", text, fix)
+	class := fe.Class
+	if untrusted(err) {
+		class = failure.Config // waiting will not make the certificate trusted
+	}
+	if fix == "" && (class == failure.Temporary || class == failure.Throttled) {
+		fix = "try again later; if it persists, check that this host reaches " + c.ep.TokenURL + " over HTTPS (firewall, proxy)"
+	}
+	c.r.fail(class, "token", text, fix)
 }
 
 // mismatches warns about claims that make Exchange or Graph refuse the
