@@ -24,7 +24,11 @@ func (c *checker) authenticate(ctx context.Context, tok string, claims *token.Cl
 	ctx, cancel := context.WithTimeout(ctx, sessionTimeout)
 	defer cancel()
 	server := c.ep.SMTPServer
-	version, auth, err := smtpAuth(ctx, server, c.cfg.Hostname, c.a.Mailbox, tok, c.roots)
+	helo := c.cfg.Hostname
+	if helo == "" {
+		helo = "localhost"
+	}
+	version, auth, err := smtpAuth(ctx, server, helo, c.a.Mailbox, tok, c.roots)
 	if err != nil {
 		c.smtpFailed(server, err, claims)
 		return false

@@ -31,15 +31,6 @@ func runCheck(cfg *conf.Config, args []string) int {
 		fmt.Fprint(os.Stderr, checkUsage)
 		return exUsage
 	}
-	// Root checks as the service user (the spool's owner): what the flusher
-	// can read is what matters, and the token cache stays the service user's.
-	if os.Getuid() == 0 {
-		if _, err := os.Stat(cfg.SpoolDir); err == nil {
-			if code := becomeSpoolOwner(cfg, "check the configuration"); code != exOK {
-				return code
-			}
-		}
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	outcome, err := check.Run(ctx, cfg, check.Options{Account: *account, SendTo: *sendTo, Out: os.Stdout})
