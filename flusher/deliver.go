@@ -148,13 +148,18 @@ func (f *Flusher) deliver(ctx context.Context, acc *account, s transport.Sender,
 		if err != nil {
 			acc.pace.refund(len(chunk))
 			fe := asFailure(err)
-			stop := f.failed(id, acc, st, env, chunk, fe, &out)
-			if stop {
-				break
+			if len(res.Rejected) == 0 || fe.Class == failure.Config || fe.Class == failure.Throttled {
+				if f.failed(id, acc, st, env, chunk, fe, &out) {
+					break
+				}
+				continue
 			}
-			continue
+			// Every recipient was refused at RCPT, each for its own reason:
+			// record each as it is (below), so a 5xx bounces and a 4xx waits.
+			f.count(func(s *Stats) { s.Deferred++ })
+		} else {
+			acc.resume()
 		}
-		acc.resume()
 		for _, t := range chunk {
 			if rej := res.Rejected[t.addr]; rej != nil {
 				status := queue.Pending

@@ -63,9 +63,13 @@ func runAdmin(args []string) int {
 	}
 	switch cmd {
 	case "check":
-		// As the service user: its token cache, its view of the secrets.
-		if code := becomeSpoolOwner(cfg, "check the accounts"); code != exOK {
-			return code
+		// As the service user: its token cache, its view of the secrets. A
+		// configuration whose spool does not exist yet is checked as the
+		// caller (trying a new set-up).
+		if _, err := os.Stat(cfg.SpoolDir); err == nil {
+			if code := becomeSpoolOwner(cfg, "check the accounts"); code != exOK {
+				return code
+			}
 		}
 		return runCheck(cfg, rest)
 	case "queue":
