@@ -16,7 +16,7 @@
 #   .ci/package-test.sh [--install]
 # Environment: BINARY (package a prebuilt binary instead of building one).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 export LC_ALL=C.UTF-8
 
