@@ -312,7 +312,7 @@ func parseInterval(s string) (time.Duration, error) {
 		for n < len(s) && s[n] >= '0' && s[n] <= '9' {
 			n++
 		}
-		if n == 0 || n > 6 {
+		if n == 0 || n > 4 {
 			return 0, errInterval
 		}
 		num, _ := strconv.Atoi(s[:n])
@@ -325,6 +325,9 @@ func parseInterval(s string) (time.Duration, error) {
 			unit, n = u, n+1
 		}
 		total += time.Duration(num) * unit
+		if total > 366*24*time.Hour {
+			return 0, errors.New("the interval is longer than a year")
+		}
 		s = s[n:]
 	}
 	return total, nil
