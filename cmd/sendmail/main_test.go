@@ -9,7 +9,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -39,9 +38,10 @@ func TestMain(m *testing.M) {
 }
 
 func build(dir string) error {
+	// go test puts its own GOROOT/bin first on PATH.
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return err
 	}
 	out, err := exec.Command(goTool, "build", "-o", filepath.Join(dir, "exo-sendmail"), ".").CombinedOutput()
 	if err != nil {
