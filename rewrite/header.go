@@ -282,22 +282,24 @@ func parseContentType(v string) (mediaType, boundary string) {
 }
 
 func looseParam(v, name string) string {
-	lower := strings.ToLower(v)
-	i := strings.Index(lower, name+"=")
-	if i < 0 {
-		return ""
-	}
-	s := v[i+len(name)+1:]
-	if strings.HasPrefix(s, `"`) {
-		if j := strings.IndexByte(s[1:], '"'); j >= 0 {
-			return s[1 : j+1]
+	key := name + "="
+	for i := 0; i+len(key) <= len(v); i++ {
+		if !strings.EqualFold(v[i:i+len(key)], key) {
+			continue
 		}
-		return ""
+		s := v[i+len(key):]
+		if strings.HasPrefix(s, `"`) {
+			if j := strings.IndexByte(s[1:], '"'); j >= 0 {
+				return s[1 : j+1]
+			}
+			return ""
+		}
+		if j := strings.IndexAny(s, "; \t"); j >= 0 {
+			s = s[:j]
+		}
+		return s
 	}
-	if j := strings.IndexAny(s, "; \t"); j >= 0 {
-		s = s[:j]
-	}
-	return s
+	return ""
 }
 
 // setMIME returns fields with the Content-Transfer-Encoding set to cte (in
