@@ -121,7 +121,7 @@ func Write(w io.Writer, r Report) error {
 	b.WriteString("\n")
 	writeStatus(&b, r, rcpts, host)
 
-	if original != nil {
+	if r.Original != nil {
 		b.WriteString("\n--" + boundary + "\n")
 		if full {
 			field(&b, "Content-Description", "Undelivered message")

@@ -403,3 +403,32 @@ func TestReportThroughRewrite(t *testing.T) {
 		t.Errorf("returned original changed by re-encoding")
 	}
 }
+
+func FuzzWrite(f *testing.F) {
+	f.Add(original, "smtp; 550 5.1.10 RecipientNotFound", "FULL")
+	f.Add("\x00\xff\n\n", "Empfänger\r\nunbekannt", "HDRS")
+	f.Add("Subject: "+strings.Repeat("x", 3000)+"\n\nbody", strings.Repeat("y", 2000), "")
+	f.Fuzz(func(t *testing.T, orig, diag, ret string) {
+		r := report()
+		r.Original, r.Ret, r.MaxOriginal = strings.NewReader(orig), ret, 512
+		r.Recipients[0].Diagnostic = diag
+		var b bytes.Buffer
+		if err := Write(&b, r); err != nil {
+			t.Fatal(err)
+		}
+		if !IsBounce(bytes.NewReader(b.Bytes())) {
+			t.Fatalf("report not recognised as a bounce")
+		}
+		_, ps, bodies := parts(t, b.String())
+		if len(ps) != 3 {
+			t.Fatalf("%d parts", len(ps))
+		}
+		for _, c := range bodies[1] {
+			if c >= 0x80 {
+				t.Fatalf("delivery-status part not 7-bit")
+			}
+		}
+		statusBlocks(t, bodies[1])
+		IsBounce(strings.NewReader(orig))
+	})
+}
