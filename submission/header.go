@@ -157,14 +157,6 @@ func classifyLine(b []byte, eof, first, haveField, dotEnds bool) (lineKind, int)
 			return undecided, 0
 		}
 	}
-	if first && b[0] == 'F' {
-		if len(b) < 5 && !eof && bytes.HasPrefix([]byte("From "), b) {
-			return undecided, 0
-		}
-		if bytes.HasPrefix(b, []byte("From ")) {
-			return mboxFrom, 0
-		}
-	}
 	// A field name is printable ASCII without ':' (RFC 5322 ftext); the
 	// obsolete syntax allows white space before the colon.
 	name := 0
@@ -183,6 +175,8 @@ func classifyLine(b []byte, eof, first, haveField, dotEnds bool) (lineKind, int)
 		return undecided, 0
 	case b[i] == ':' && name > 0:
 		return fieldLine, i
+	case first && bytes.HasPrefix(b, []byte("From ")):
+		return mboxFrom, 0 // "From sender date": not a field, so not "From :"
 	}
 	return bodyLine, 0
 }

@@ -237,6 +237,11 @@ func TestMessagesWithoutHeader(t *testing.T) {
 	if _, b := split(t, stored); b != "hello world\n" {
 		t.Errorf("body = %q", b)
 	}
+	// "From :" (white space before the colon) is a field, not an mbox line.
+	_, stored = submit(t, "From : a@example.com\nSubject: s\n\nbody\n", &Options{Recipients: to("x@example.com")})
+	if !strings.HasPrefix(stored, "From : a@example.com\nSubject: s\n") || strings.Count(stored, "From") != 1 {
+		t.Errorf("stored %q", stored)
+	}
 	// A line that is not a field ends the header section: it starts the body.
 	_, stored = submit(t, "Subject: s\nnot a field\nX: y\n", &Options{Recipients: to("x@example.com")})
 	if h, b := split(t, stored); !strings.HasPrefix(h, "Subject: s\n") || b != "not a field\nX: y\n" {
