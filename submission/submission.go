@@ -99,9 +99,32 @@ type Message struct {
 // recipient, a line break in -f, -F or a recipient, an oversized header)
 // and with *ReadError when r fails.
 func Read(r io.Reader, opts *Options, site *Site) (*Message, error) {
+	// What the options alone decide is checked before anything is read:
+	// a caller without recipients hears it at once, as with Postfix.
 	if err := checkOptions(opts); err != nil {
 		return nil, err
 	}
+	sender := site.User + "@" + site.Hostname
+	if opts.SenderGiven {
+		var err error
+		if sender, err = envelopeSender(opts.Sender); err != nil {
+			return nil, err
+		}
+	}
+	var explicit []queue.Recipient
+	for _, rc := range opts.Recipients {
+		addrs, err := Addresses(rc.Addr)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range addrs {
+			explicit = append(explicit, queue.Recipient{Addr: a, Notify: rc.Notify, ORcpt: rc.ORcpt})
+		}
+	}
+	if len(explicit) == 0 && !opts.FromHeaders {
+		return nil, errNoRecipients
+	}
+
 	m := &Message{
 		in:       bufio.NewReaderSize(r, 64<<10),
 		dotEnds:  !opts.DotIsData,
@@ -120,56 +143,49 @@ func Read(r io.Reader, opts *Options, site *Site) (*Message, error) {
 	for i := range m.fields {
 		eightBit = eightBit || !isASCII(m.fields[i].raw)
 	}
+	m.Envelope = queue.Envelope{
+		Sender:    sender,
+		Ret:       opts.Ret,
+		EnvID:     opts.EnvID,
+		Body8Bit:  eightBit,
+		SMTPUTF8:  !isASCII(sender),
+		Submitted: time.Now(),
+		UID:       site.UID,
+		User:      site.User,
+	}
 
 	env := &m.Envelope
-	env.Sender = site.User + "@" + site.Hostname
-	if opts.SenderGiven {
-		if env.Sender, err = envelopeSender(opts.Sender); err != nil {
-			return nil, err
-		}
-	}
-	env.Ret, env.EnvID, env.Body8Bit = opts.Ret, opts.EnvID, eightBit
-	env.Submitted = time.Now()
-	env.UID, env.User = site.UID, site.User
-
 	seen := map[string]bool{}
-	add := func(addr, notify, orcpt string) {
-		key := strings.ToLower(addr)
+	add := func(rc queue.Recipient) {
+		key := strings.ToLower(rc.Addr)
 		if seen[key] {
 			return
 		}
 		seen[key] = true
-		env.Recipients = append(env.Recipients, queue.Recipient{Addr: addr, Notify: notify, ORcpt: orcpt})
+		env.Recipients = append(env.Recipients, rc)
+		env.SMTPUTF8 = env.SMTPUTF8 || !isASCII(rc.Addr)
 	}
 	if opts.FromHeaders {
 		for _, f := range m.recipientFields() {
 			addrs, bad := parseAddressList(f.value())
 			for _, a := range addrs {
-				add(a, opts.Notify, "")
+				add(queue.Recipient{Addr: a, Notify: opts.Notify})
 			}
 			for _, b := range bad {
 				m.Warnings = append(m.Warnings, "ignoring "+f.name+" address "+quote(b)+": not an address")
 			}
 		}
 	}
-	for _, rc := range opts.Recipients {
-		addrs, err := Addresses(rc.Addr)
-		if err != nil {
-			return nil, err
-		}
-		for _, a := range addrs {
-			add(a, rc.Notify, rc.ORcpt)
-		}
+	for _, rc := range explicit {
+		add(rc)
 	}
 	if len(env.Recipients) == 0 {
-		return nil, &Error{Kind: BadUsage, Msg: "no recipients: give addresses as arguments or use -t with To/Cc/Bcc"}
-	}
-	env.SMTPUTF8 = !isASCII(env.Sender)
-	for _, rc := range env.Recipients {
-		env.SMTPUTF8 = env.SMTPUTF8 || !isASCII(rc.Addr)
+		return nil, errNoRecipients
 	}
 	return m, nil
 }
+
+var errNoRecipients = &Error{Kind: BadUsage, Msg: "no recipients: give addresses as arguments or use -t with To/Cc/Bcc"}
 
 // checkOptions refuses line breaks where they would end up in a header or
 // an SMTP command (header injection through -f, -F or a recipient).

@@ -305,6 +305,13 @@ func TestRefused(t *testing.T) {
 			}
 		})
 	}
+	// Without -t and without arguments, nothing is read: a caller at a
+	// terminal hears at once.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	if _, err := Read(pr, &Options{Recipients: to(" ")}, site); err != errNoRecipients {
+		t.Errorf("no recipients: err = %v", err)
+	}
 	m, err := Read(strings.NewReader("Subject: s\n\n"+strings.Repeat("line of text\n", 100)), &Options{Recipients: to("r@x")}, big)
 	if err != nil {
 		t.Fatal(err)
