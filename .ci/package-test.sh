@@ -20,12 +20,18 @@ cd "$(dirname "$0")/.." || exit 1
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 export LC_ALL=C.UTF-8
 
+# The version and time of this tree, fixed for every build below.
+VERSION=$(packaging/version.sh)
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+export VERSION SOURCE_DATE_EPOCH
+
 install=false
 [ "${CI:-}" = true ] && install=true
 [ "${1:-}" = --install ] && install=true
 
 passed=0
 failed=0
+skipped=0
 failures=()
 log=$(mktemp)
 
@@ -46,7 +52,11 @@ check() {
 
 finish() {
 	for f in "${failures[@]}"; do echo "failed: $f"; done
-	echo "package-test: $passed passed, $failed failed"
+	if [ "$skipped" = 0 ]; then
+		echo "package-test: $passed passed, $failed failed"
+	else
+		echo "package-test: $passed passed, $failed failed, $skipped skipped"
+	fi
 	rm -f "$log"
 	[ "$failed" = 0 ]
 	exit
@@ -54,6 +64,10 @@ finish() {
 
 # ---------------------------------------------------------------- build, lint
 
+# What the build reads: a tree that others change while this runs cannot
+# be compared with itself.
+tree() { { git rev-parse HEAD; git diff HEAD; } | sha256sum; }
+tree_before=$(tree)
 build() { packaging/build.sh; }
 check "build the .deb and the .rpm (packaging/build.sh)" build
 deb=$(ls dist/exo-sendmail_*.deb 2>/dev/null | head -1)
@@ -72,7 +86,19 @@ reproducible() {
 	echo "second: $b"
 	[ "$a" = "$b" ]
 }
-check "a second build is byte-identical (SOURCE_DATE_EPOCH)" reproducible
+name="a second build is byte-identical (SOURCE_DATE_EPOCH)"
+if reproducible >"$log" 2>&1; then
+	passed=$((passed + 1))
+	echo "ok   $name"
+elif [ "$(tree)" != "$tree_before" ]; then
+	skipped=$((skipped + 1))
+	echo "skip $name: the work tree changed between the two builds"
+else
+	failed=$((failed + 1))
+	failures+=("$name")
+	echo "FAIL $name"
+	sed 's/^/     | /' "$log"
+fi
 
 lint_deb() {
 	command -v lintian >/dev/null || { echo "lintian is not installed (apt-get install lintian)"; return 1; }
@@ -352,8 +378,8 @@ queue_empty() { [ -z "$(entries drop)$(entries queue)" ] && mailq | tee /dev/std
 check "the queue is empty afterwards (mailq)" queue_empty
 
 tag=$$.$(date +%s)
-command -v php >/dev/null || apt_install php-cli >/dev/null
-command -v bsd-mailx >/dev/null || apt_install bsd-mailx >/dev/null
+command -v php >/dev/null || apt_install php-cli >/dev/null 2>&1
+command -v bsd-mailx >/dev/null || apt_install bsd-mailx >/dev/null 2>&1
 php_mail() {
 	timeout 60 runuser -u exo-test-user -- php -d "sendmail_path=/usr/sbin/sendmail -t -i" -r \
 		"exit(mail('ops@contoso.com', 'php $tag', 'Hello from PHP.', 'From: www-data@web1.contoso.com') ? 0 : 1);"
@@ -383,7 +409,7 @@ queued_before=$(entries drop; entries queue)
 old_version=$(dpkg-query -W -f='${Version}' exo-sendmail)
 upgrade() {
 	local new
-	new="$(packaging/version.sh)+upgrade1"
+	new="$VERSION+upgrade1"
 	VERSION=$new DIST=dist/upgrade packaging/build.sh deb >/dev/null || return 1
 	apt_install ./dist/upgrade/exo-sendmail_*.deb || return 1
 	echo "upgraded $old_version -> $(dpkg-query -W -f='${Version}' exo-sendmail)"
