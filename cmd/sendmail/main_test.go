@@ -43,7 +43,10 @@ func build(dir string) error {
 	if err != nil {
 		return err
 	}
-	out, err := exec.Command(goTool, "build", "-o", filepath.Join(dir, "exo-sendmail"), ".").CombinedOutput()
+	// Static, as the Makefile and the packages build it.
+	cmd := exec.Command(goTool, "build", "-o", filepath.Join(dir, "exo-sendmail"), ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%v\n%s", err, out)
 	}
