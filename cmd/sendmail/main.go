@@ -5,18 +5,23 @@
 // Callers may start it with standard descriptors closed (mailutils closes
 // stdout and stderr): the Go runtime opens /dev/null on any of fds 0, 1 and
 // 2 that is closed before main runs (runtime.checkfds), so an error message
-// can neither fail nor land in a file that happened to get fd 2.
+// can neither fail nor land in a file that happened to get fd 2. A caller
+// may also hand us a pipe it no longer reads: SIGPIPE is ignored, so that
+// a warning written there fails quietly instead of killing the submission.
 package main
 
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	"github.com/exo-sendmail/exo-sendmail/conf"
 )
 
 func main() {
+	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(run(os.Args))
 }
 

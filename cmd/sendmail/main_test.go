@@ -92,6 +92,7 @@ type invocation struct {
 	stdin     []byte
 	stdinFile bool     // stdin is a file (mailx) rather than a pipe (PHP, cron)
 	closed    bool     // stdout and stderr closed (mailutils)
+	deafPipes bool     // stdout and stderr are pipes nobody reads any more
 	env       []string // added to the environment, which names the site's config
 	cred      *syscall.Credential
 	shell     string // run through sh -c 'shell; exec "$0" "$@"' (ulimit, trap)
@@ -143,7 +144,17 @@ func (s *site) start(inv invocation) (result, error) {
 	defer stdin.Close()
 	files := []*os.File{stdin, nil, nil}
 	var outFile, errFile *os.File
-	if !inv.closed {
+	if inv.deafPipes {
+		for i := 1; i <= 2; i++ {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return result{}, err
+			}
+			r.Close()
+			defer w.Close()
+			files[i] = w
+		}
+	} else if !inv.closed {
 		var err error
 		if outFile, err = os.CreateTemp(s.dir, "stdout-"); err != nil {
 			return result{}, err

@@ -131,6 +131,11 @@ func TestClosedDescriptors(t *testing.T) {
 	if r := s.run(t, invocation{argv: []string{"sendmail"}, closed: true, stdin: []byte("x\n")}); r.code != exUsage {
 		t.Errorf("error with stderr closed: exit %d, want 64", r.code)
 	}
+	// stderr a pipe whose reader is gone: the warning must not kill us.
+	r = s.run(t, invocation{argv: []string{"sendmail", "-Mbogus", "-v", "r@example.com"}, deafPipes: true, stdin: []byte("x\n")})
+	if r.code != 0 || len(s.entries(t)) != 2 {
+		t.Errorf("stderr a broken pipe: exit %d, %d entries", r.code, len(s.entries(t)))
+	}
 }
 
 // TestFailedWrite: the spool file cannot grow (a file size limit stands in
