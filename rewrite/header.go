@@ -37,13 +37,14 @@ func newField(name, value string) field {
 }
 
 // fieldName returns the name of the field that line starts ("Name:" or the
-// obsolete "Name :"), or false when line does not start a field.
+// obsolete "Name :"), or false when line does not start a field. A name too
+// long for a line cannot be folded, so it does not make a field either.
 func fieldName(line []byte) (string, bool) {
 	i := 0
 	for i < len(line) && line[i] > ' ' && line[i] < 0x7f && line[i] != ':' {
 		i++
 	}
-	if i == 0 {
+	if i == 0 || i >= maxLine {
 		return "", false
 	}
 	j := i
