@@ -191,7 +191,7 @@ modes() {
 		mode_is /etc/exo-sendmail/sendmail.toml "644 root root" &&
 		mode_is /etc/exo-sendmail/secrets "750 root exo-sendmail" &&
 		mode_is /var/spool/exo-sendmail "710 exo-sendmail exo-sendmail-drop" &&
-		mode_is /var/spool/exo-sendmail/drop "1730 exo-sendmail exo-sendmail-drop" &&
+		mode_is /var/spool/exo-sendmail/drop "1770 exo-sendmail exo-sendmail-drop" &&
 		mode_is /var/spool/exo-sendmail/queue "700 exo-sendmail exo-sendmail" &&
 		mode_is /var/spool/exo-sendmail/quarantine "700 exo-sendmail exo-sendmail" &&
 		mode_is /var/lib/exo-sendmail "700 exo-sendmail exo-sendmail"
