@@ -181,6 +181,7 @@ func userDefaults() (*Config, error) {
 	}
 	dir := filepath.Join(base, "exo-sendmail")
 	c := defaults()
+	c.Hostname = fqdn()
 	c.SpoolDir = filepath.Join(dir, "spool")
 	c.StateDir = filepath.Join(dir, "state")
 	return c, nil
@@ -188,9 +189,9 @@ func userDefaults() (*Config, error) {
 
 func defaults() *Config {
 	return &Config{
-		SpoolDir:       "/var/spool/exo-sendmail",
-		StateDir:       "/var/lib/exo-sendmail",
-		Hostname:       fqdn(),
+		SpoolDir: "/var/spool/exo-sendmail",
+		StateDir: "/var/lib/exo-sendmail",
+
 		MaxMessageSize: 35 * 1000 * 1000,
 		Queue:          Queue{RetryMin: time.Minute, RetryMax: time.Hour, Lifetime: 5 * 24 * time.Hour},
 		Flusher:        Flusher{AutoStart: true},
@@ -232,7 +233,9 @@ func Parse(path string, src []byte) (*Config, error) {
 	if f.StateDir != "" {
 		c.StateDir = abs(f.StateDir)
 	}
-	if f.Hostname != "" {
+	if f.Hostname == "" {
+		c.Hostname = fqdn()
+	} else {
 		c.Hostname = f.Hostname
 		if strings.ContainsAny(f.Hostname, " \t\r\n@<>") {
 			v.fail(toml.Key{"hostname"}, "hostname must be a host name such as web1.contoso.com")

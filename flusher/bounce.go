@@ -65,6 +65,7 @@ func (f *Flusher) queueDSN(e *queue.Entry, failed []dsn.Recipient, reason string
 		me = u.Username
 	}
 	bounceEnv := &queue.Envelope{
+		Account:    f.route(env),
 		Recipients: []queue.Recipient{{Addr: env.Sender, Notify: "NEVER"}},
 		IsDSN:      true, Submitted: time.Now().UTC(), UID: os.Getuid(), User: me,
 	}

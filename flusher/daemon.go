@@ -72,14 +72,18 @@ func (f *Flusher) Daemon(ctx context.Context, opts DaemonOptions) error {
 	}
 	batch.ctx, batch.cancel = context.WithCancel(ctx)
 	defer func() { batch.cancel() }()
-	reloading := false
+	reloading, retrying := false, false
 	for {
-		if reloading && running == 0 {
-			f.reload(opts.Reload)
-			reloading = false
+		if (reloading || retrying) && running == 0 {
+			load := opts.Reload
+			if !reloading {
+				load = nil
+			}
+			f.reload(load)
+			reloading, retrying = false, false
 			batch.ctx, batch.cancel = context.WithCancel(ctx)
 		}
-		if !reloading {
+		if !reloading && !retrying {
 			running += f.launch(batch.ctx, done)
 		}
 		f.status()
@@ -112,9 +116,17 @@ func (f *Flusher) Daemon(ctx context.Context, opts DaemonOptions) error {
 			if !ok {
 				return errors.New("inotify watch ended")
 			}
-			if filepath.Base(ev.Name) == queue.RescanFile {
+			switch filepath.Base(ev.Name) {
+			case queue.RescanFile:
 				os.Remove(ev.Name)
 				f.scan()
+				continue
+			case queue.RetryFile:
+				// exo-sendmail queue retry: as a reload without re-reading
+				// the configuration, once the batches in flight are done.
+				os.Remove(ev.Name)
+				retrying = true
+				batch.cancel()
 				continue
 			}
 			if err := f.pickup(); err != nil {
@@ -163,7 +175,7 @@ func (f *Flusher) reload(load func() (*conf.Config, error)) {
 		}
 	}
 	f.mu.Unlock()
-	f.log.Printf("configuration reloaded; retrying the queue now")
+	f.log.Printf("pauses lifted; retrying the queue now")
 }
 
 // status tells systemd what the flusher is doing.

@@ -170,11 +170,20 @@ func (f *Flusher) describe(id string) *item {
 	if err != nil {
 		return nil
 	}
-	it := &item{due: st.NextAttempt, held: st.Held}
-	if a := f.cfg.AccountFor(e.Envelope.Sender); a != nil {
-		it.account = a.Name
+	return &item{due: st.NextAttempt, held: st.Held, account: f.route(&e.Envelope)}
+}
+
+// route names the account that delivers a message: the one the envelope
+// names (a bounce goes back through the account of the bounced message),
+// else the one whose senders match, "" when none does.
+func (f *Flusher) route(env *queue.Envelope) string {
+	if env.Account != "" && f.cfg.Account(env.Account) != nil {
+		return env.Account
 	}
-	return it
+	if a := f.cfg.AccountFor(env.Sender); a != nil {
+		return a.Name
+	}
+	return ""
 }
 
 // launch starts delivering every due message: one goroutine per account

@@ -374,3 +374,35 @@ func TestDaemonPicksUpNewMail(t *testing.T) {
 		t.Fatalf("the daemon did not deliver new mail; log:\n%s", fx.logs)
 	}
 }
+
+// TestBounceGoesBackThroughTheSameAccount: when every account has senders,
+// a bounce (null sender) must still leave, through the account of the
+// message it reports on.
+func TestBounceGoesBackThroughTheSameAccount(t *testing.T) {
+	fx := newFixture(t, nil)
+	fx.emu.SetFaults(emulator.Faults{RcptPerm: []string{"nobody@example.com"}})
+	c := fx.config(fmt.Sprintf(`senders = ["app@web1.contoso.com"]
+
+[[account]]
+name = "other"
+tenant = "contoso.onmicrosoft.com"
+client_id = %q
+client_secret_file = "secret"
+mailbox = "alerts@contoso.com"
+senders = ["someone-else@example.com"]
+token_url = %q
+smtp_server = %q
+ca_file = %q
+`, clientID, fx.emu.TokenURL, fx.emu.SMTPAddr, fx.emu.CAFile))
+	enqueue(t, c, queue.Envelope{Sender: "app@web1.contoso.com", Recipients: rcpts("nobody@example.com")}, "Subject: x\n\nx\n")
+	f := fx.flusher(c)
+	f.RunOnce(context.Background())
+	f.RunOnce(context.Background()) // the bounce, picked up from drop/
+	msgs := fx.emu.Messages()
+	if len(msgs) != 1 || msgs[0].Rcpts[0] != "app@web1.contoso.com" || !strings.Contains(string(msgs[0].Data), "multipart/report") {
+		t.Fatalf("want the bounce delivered to the sender, got %d messages; log:\n%s", len(msgs), fx.logs)
+	}
+	if ids := queued(t, c); len(ids) != 0 {
+		t.Errorf("queue not empty: %v", ids)
+	}
+}

@@ -221,13 +221,23 @@ func (e *Entry) trusted() string {
 	return ""
 }
 
-// RescanFile, created in drop/, tells a running flusher to re-read the
-// queue's state (the administrator held, released or deleted entries).
-const RescanFile = ".rescan"
+// Files created in drop/ to signal a running flusher: RescanFile to
+// re-read the queue's state (the administrator held, released or deleted
+// entries), RetryFile to also lift the accounts' pauses and attempt
+// everything now.
+const (
+	RescanFile = ".rescan"
+	RetryFile  = ".retry"
+)
 
-// RequestRescan asks a running flusher to re-read the queue.
-func (s *Spool) RequestRescan() error {
-	p := s.path(DropDir, RescanFile)
+// RequestRescan asks a running flusher to re-read the queue (retry: and
+// attempt everything now).
+func (s *Spool) RequestRescan(retry bool) error {
+	name := RescanFile
+	if retry {
+		name = RetryFile
+	}
+	p := s.path(DropDir, name)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return &Error{Op: "create", Path: p, Err: err}

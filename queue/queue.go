@@ -54,7 +54,8 @@ type Envelope struct {
 	EnvID      string      `json:"envid,omitempty"` // DSN ENVID
 	Body8Bit   bool        `json:"body8bit,omitempty"`
 	SMTPUTF8   bool        `json:"smtputf8,omitempty"`
-	IsDSN      bool        `json:"dsn,omitempty"` // a bounce of ours: never bounced
+	IsDSN      bool        `json:"dsn,omitempty"`     // a bounce of ours: never bounced
+	Account    string      `json:"account,omitempty"` // route through this account (bounces go back the way the message came)
 	Submitted  time.Time   `json:"submitted"`
 	UID        int         `json:"uid"`
 	User       string      `json:"user,omitempty"`

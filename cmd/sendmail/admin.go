@@ -134,7 +134,7 @@ func runQueueCommand(cfg *conf.Config, args []string) int {
 			fmt.Printf("%s: %s\n", id, map[string]string{"delete": "deleted", "hold": "held", "release": "released", "retry": "due now"}[sub])
 		}
 	}
-	spool.RequestRescan() // tell a running flusher
+	spool.RequestRescan(sub == "retry") // tell a running flusher
 	return code
 }
 

@@ -80,8 +80,10 @@ func runFlusher(cfg *conf.Config, daemon bool, interval time.Duration, verbose b
 func becomeSpoolOwner(cfg *conf.Config, what string) int {
 	dropSetgid()
 	st, err := os.Stat(cfg.SpoolDir)
-	if errors.Is(err, os.ErrNotExist) && cfg.Path == "" {
-		// A per-user spool that was never used: it is ours to create.
+	if errors.Is(err, os.ErrNotExist) && os.Getuid() != 0 {
+		// A spool that was never used (a user's own, or a new
+		// configuration): it is the caller's to create. Root does not
+		// create one: it would belong to root, not the service user.
 		if err := queue.Open(cfg.SpoolDir).Init(); err != nil {
 			return failQueue("sendmail: cannot create the spool", err)
 		}

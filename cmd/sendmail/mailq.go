@@ -89,7 +89,7 @@ func listQueue(w io.Writer, cfg *conf.Config) (int, int64, error) {
 		}
 		header()
 		total += e.Size
-		acct := st.Account
+		acct := firstOr(st.Account, e.Envelope.Account)
 		if acct == "" {
 			if a := cfg.AccountFor(e.Envelope.Sender); a != nil {
 				acct = a.Name
