@@ -397,6 +397,7 @@ func TestCertificateProblems(t *testing.T) {
 	emulator.WriteCertificatePEM(certFile, cert)
 	emulator.WritePrivateKeyPEM(keyFile, otherKey)
 	os.Chmod(keyFile, 0o640)
+	os.Chown(keyFile, -1, 65534) // a group that is not the service user's
 	cfg := configure(t, e, account{extra: fmt.Sprintf("certificate_file = %q\nprivate_key_file = %q\n", certFile, keyFile)})
 	outcome, report := run(t, cfg, check.Options{})
 	wantOutcome(t, outcome, check.Failed)
@@ -498,4 +499,18 @@ func TestSeveralAccountsAndAccountOption(t *testing.T) {
 	if out.Len() != 0 {
 		t.Errorf("usage errors printed a report: %q", out.String())
 	}
+}
+
+// TestPackagedSecretModeIsFine: the packaged layout, 0640 in the service
+// user's own group, is no warning; the same file in another group is.
+func TestPackagedSecretModeIsFine(t *testing.T) {
+	e := tenant(t, []emulator.App{goodApp()})
+	cfg := configure(t, e, account{secret: secret, secretMode: 0o640})
+	_, report := run(t, cfg, check.Options{})
+	if strings.Contains(report, "warn secret") {
+		t.Errorf("0640 in the service user's group must not warn:\n%s", report)
+	}
+	os.Chown(cfg.Accounts[0].ClientSecretFile, -1, 65534)
+	_, report = run(t, cfg, check.Options{})
+	wantIn(t, report, "warn secret:", "readable by its group (mode 0640)")
 }

@@ -55,6 +55,7 @@ type credential struct {
 	data       []byte
 	mode       fs.FileMode
 	owner      string
+	gid        int // the file's group
 }
 
 // readCredential reads a configured credential file, reporting a failure
@@ -73,6 +74,10 @@ func (c *checker) readCredential(step, what, configured string) (*credential, bo
 		if fi, err = f.Stat(); err == nil {
 			cr.mode = fi.Mode()
 			cr.owner = ownerOf(fi)
+			cr.gid = -1
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				cr.gid = int(st.Gid)
+			}
 			if !fi.Mode().IsRegular() {
 				err = errors.New("not a regular file")
 			}
@@ -100,9 +105,12 @@ func (c *checker) readCredential(step, what, configured string) (*credential, bo
 }
 
 // private warns when a file holding a secret is readable by others than
-// its owner.
+// its owner and the service user. Group read is fine when the group is the
+// service user's own (the packaged layout: 0640 root:exo-sendmail; check
+// runs as the service user).
 func (c *checker) private(cr *credential) {
-	if cr.mode.Perm()&0o044 != 0 {
+	groupOK := cr.gid == os.Getgid() && cr.mode.Perm()&0o004 == 0
+	if cr.mode.Perm()&0o044 != 0 && !groupOK {
 		c.r.warn(cr.step, fmt.Sprintf("%s %s holds a secret but is readable by %s (mode %04o)", cr.what, cr.path, readers(cr.mode), cr.mode.Perm()),
 			fmt.Sprintf("chmod 0600 %s", cr.path))
 	}

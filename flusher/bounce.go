@@ -38,7 +38,9 @@ func (f *Flusher) bounce(e *queue.Entry, st *queue.State, reason string) error {
 			})
 		}
 	}
-	if len(failed) > 0 && !env.IsDSN && env.Sender != "" {
+	// A report that came in through sendmail (a DSN, an auto-reply) is not
+	// answered with another: no loop can pass through us.
+	if len(failed) > 0 && !env.IsDSN && env.Sender != "" && !dsn.IsBounce(e.Message()) {
 		if err := f.queueDSN(e, failed, reason); err != nil {
 			return err
 		}

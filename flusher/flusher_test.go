@@ -406,3 +406,22 @@ ca_file = %q
 		t.Errorf("queue not empty: %v", ids)
 	}
 }
+
+// TestNoBounceForAReport: a delivery report submitted by a local program
+// with a real sender is not answered with another report.
+func TestNoBounceForAReport(t *testing.T) {
+	fx := newFixture(t, nil)
+	fx.emu.SetFaults(emulator.Faults{RcptPerm: []string{"nobody@example.com"}})
+	c := fx.config("")
+	enqueue(t, c, queue.Envelope{Sender: "app@web1.contoso.com", Recipients: rcpts("nobody@example.com")},
+		"Subject: Undelivered Mail\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\n\nx\n--b--\n")
+	f := fx.flusher(c)
+	f.RunOnce(context.Background())
+	f.RunOnce(context.Background())
+	if n := len(fx.emu.Messages()); n != 0 {
+		t.Errorf("%d messages sent: a report was bounced", n)
+	}
+	if ids := queued(t, c); len(ids) != 0 {
+		t.Errorf("queue not empty: %v", ids)
+	}
+}
