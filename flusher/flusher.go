@@ -118,6 +118,7 @@ func (f *Flusher) RunOnce(ctx context.Context) error {
 
 // scan picks up dropped mail and rebuilds the schedule from the spool.
 func (f *Flusher) scan() error {
+	f.spool.Tidy()
 	if err := f.pickup(); err != nil {
 		return err
 	}

@@ -50,13 +50,9 @@ func readEnvelope(f *os.File) (Envelope, int64, error) {
 	if _, err := io.ReadFull(r, m); err != nil || string(m) != magic {
 		return env, 0, errors.New("not a queue entry (bad first line)")
 	}
-	line, err := r.ReadSlice('\n')
-	for errors.Is(err, bufio.ErrBufferFull) {
-		// A long envelope: keep reading, bounded by the section reader.
-		var more []byte
-		more, err = r.ReadSlice('\n')
-		line = append(append([]byte{}, line...), more...)
-	}
+	// Bounded by the section reader: a long envelope (many recipients) is
+	// read whole, an endless one ends at maxEnvelope.
+	line, err := r.ReadBytes('\n')
 	if err != nil {
 		return env, 0, errors.New("envelope line is unterminated or too long")
 	}
@@ -129,12 +125,23 @@ func (s *Spool) Claim(id string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	path := s.path(QueueDir, id)
 	if err := unix.Flock(int(e.file.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		e.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, ErrBusy
 		}
-		return nil, &Error{Op: "lock", Path: s.path(QueueDir, id), Err: err}
+		return nil, &Error{Op: "lock", Path: path, Err: err}
+	}
+	// Between our open and our lock, another flusher may have delivered
+	// and removed the entry, releasing its lock on a file no longer in the
+	// queue: holding that lock claims nothing. Only if the name still
+	// leads to the file we locked is the claim ours.
+	held, err1 := e.file.Stat()
+	now, err2 := os.Stat(path)
+	if err1 != nil || err2 != nil || !os.SameFile(held, now) {
+		e.Close()
+		return nil, ErrNotFound
 	}
 	return e, nil
 }
@@ -162,7 +169,9 @@ func (s *Spool) Pickup() (picked []string, quarantined []Quarantined, err error)
 		id, reason := name, ""
 		if !ValidID(name) {
 			id, reason = NewID(), fmt.Sprintf("file name %q is not a queue ID", name)
-		} else if e, err := openEntry(src, name); err != nil {
+		} else if e, err := openEntry(src, name); errors.Is(err, ErrNotFound) {
+			continue // another flusher picked it up meanwhile
+		} else if err != nil {
 			reason = err.Error()
 		} else {
 			reason = e.trusted()
@@ -170,6 +179,9 @@ func (s *Spool) Pickup() (picked []string, quarantined []Quarantined, err error)
 		}
 		if reason != "" {
 			q, err := s.quarantine(src, id, reason)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // another flusher dealt with it meanwhile
+			}
 			if err != nil {
 				return picked, quarantined, err
 			}
@@ -182,6 +194,9 @@ func (s *Spool) Pickup() (picked []string, quarantined []Quarantined, err error)
 				break
 			}
 			id = NewID() // a name chosen to collide: give it a fresh one
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			continue // another flusher picked it up meanwhile
 		}
 		if err != nil {
 			return picked, quarantined, &Error{Op: "move", Path: src, Err: err}
@@ -256,10 +271,12 @@ func (s *Spool) quarantine(src, id, reason string) (Quarantined, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return q, &Error{Op: "quarantine", Path: dir, Err: err}
 	}
-	if err := writeFileAtomic(filepath.Join(dir, id+".reason"), []byte(reason+"\n"), 0o600); err != nil {
+	reasonFile := filepath.Join(dir, id+".reason")
+	if err := writeFileAtomic(reasonFile, []byte(reason+"\n"), 0o600); err != nil {
 		return q, &Error{Op: "quarantine", Path: dir, Err: err}
 	}
 	if err := os.Rename(src, filepath.Join(dir, id)); err != nil {
+		os.Remove(reasonFile)
 		return q, &Error{Op: "quarantine", Path: src, Err: err}
 	}
 	if err := syncDir(dir); err != nil {
@@ -326,6 +343,41 @@ func readNames(dir string) ([]string, error) {
 	names, err := d.Readdirnames(-1)
 	sort.Strings(names)
 	return names, err
+}
+
+// staleAge: a temporary or orphaned file this old is no write in progress.
+const staleAge = time.Hour
+
+// Tidy removes what killed processes leave in queue/: <id>.state.tmp
+// (killed while writing a state) and <id>.state whose entry is gone (killed
+// inside Remove). Only files older than staleAge: a younger one may be a
+// write in progress.
+func (s *Spool) Tidy() {
+	names, err := readNames(s.path(QueueDir))
+	if err != nil {
+		return
+	}
+	have := map[string]bool{}
+	for _, n := range names {
+		have[n] = true
+	}
+	for _, n := range names {
+		id, stale := "", false
+		switch {
+		case strings.HasSuffix(n, ".state.tmp"):
+			stale = true
+		case strings.HasSuffix(n, ".state"):
+			id = strings.TrimSuffix(n, ".state")
+			stale = !have[id]
+		}
+		if !stale {
+			continue
+		}
+		p := s.path(QueueDir, n)
+		if st, err := os.Lstat(p); err == nil && time.Since(st.ModTime()) > staleAge {
+			os.Remove(p)
+		}
+	}
 }
 
 // Remove deletes a delivered (or deleted) entry and its state. The caller
