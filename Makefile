@@ -4,7 +4,7 @@ BIN       := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION   ?= $(shell packaging/version.sh 2>/dev/null || echo dev)
 
-.PHONY: build test check-go demo packages bench clean
+.PHONY: build test check-go demo packages lint-packages package-test bench clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN)/sendmail ./cmd/sendmail
@@ -12,7 +12,8 @@ build:
 	ln -sf sendmail $(BIN)/newaliases
 	ln -sf sendmail $(BIN)/exo-sendmail
 
-# The whole test suite: what .ci/run runs in CI.
+# The whole test suite: what .ci/run runs in CI. The packaging proof
+# installs the .deb on this machine only when CI=true (see package-test).
 test: check-go
 	.ci/package-test.sh
 
@@ -29,6 +30,14 @@ demo: build
 
 packages:
 	packaging/build.sh
+
+lint-packages: packages
+	packaging/lint.sh
+
+# Installs the .deb on THIS machine (root, a throw-away system) and checks
+# the privilege model, delivery, upgrade and purge.
+package-test:
+	.ci/package-test.sh --install
 
 bench: build
 	$(GO) run ./bench/enqueue
