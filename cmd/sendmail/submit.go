@@ -151,6 +151,9 @@ func verify(cfg *conf.Config, c *cmdline) int {
 	}
 	acct := cfg.AccountFor(sender)
 	status := "no account configured"
+	if len(cfg.Accounts) > 0 {
+		status = fmt.Sprintf("held: no account's senders pattern matches the sender <%s>", sender)
+	}
 	if acct != nil {
 		status = fmt.Sprintf("deliverable through account %q (%s as %s)", acct.Name, acct.Transport, acct.Mailbox)
 	}
