@@ -176,6 +176,11 @@ func (f *Flusher) deliver(ctx context.Context, acc *account, s transport.Sender,
 			f.count(func(s *Stats) { s.Sent++ })
 		}
 	}
+	// A pause or a spent budget pushes the next attempt out: persist it, so
+	// that the state (and mailq) says when.
+	if out.due.After(st.NextAttempt) {
+		st.NextAttempt = out.due
+	}
 	o := f.settle(e, st, "")
 	if !o.removed {
 		o.due = out.due
@@ -216,10 +221,13 @@ func (f *Flusher) failed(id string, acc *account, st *queue.State, env *queue.En
 		f.log.Printf("account %s: delivery paused until %s: %s", acc.conf.Name, until.Format(time.TimeOnly), reply)
 	case failure.Throttled:
 		until := time.Now().Add(throttleDelay(fe, f.cfg.Queue.RetryMin))
-		acc.pause(until, fe)
 		out.due = until
-		out.fewerConnections = strings.HasPrefix(fe.Reply, "432")
 		out.reconnect = true
+		// Too many connections costs one connection (the worker decides);
+		// any other throttling pauses the whole mailbox.
+		if out.fewerConnections = strings.HasPrefix(fe.Reply, "432"); !out.fewerConnections {
+			acc.pause(until, fe)
+		}
 	default:
 		out.reconnect = true
 	}

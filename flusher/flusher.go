@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/exo-sendmail/exo-sendmail/conf"
+	"github.com/exo-sendmail/exo-sendmail/failure"
 	"github.com/exo-sendmail/exo-sendmail/queue"
 )
 
@@ -241,6 +242,9 @@ func (f *Flusher) runAccount(ctx context.Context, acc *account, name string, ids
 				out := f.deliver(ctx, acc, s, id)
 				f.done(id, out)
 				if out.fewerConnections {
+					// Exchange allows 3 connections per mailbox, and other
+					// hosts may hold some: give this one up; the others go
+					// on with the batch. When even one is refused, pause.
 					mu.Lock()
 					last := active == 1
 					if !last {
@@ -248,15 +252,9 @@ func (f *Flusher) runAccount(ctx context.Context, acc *account, name string, ids
 					}
 					mu.Unlock()
 					if !last {
-						// Exchange allows 3 connections per mailbox; another
-						// process may hold some. Give this one up.
-						go func() {
-							for id := range work {
-								f.done(id, outcome{due: time.Now()})
-							}
-						}()
 						return
 					}
+					acc.pause(out.due, failure.New(failure.Throttled, "Exchange refused even a single connection for "+acc.conf.Mailbox+" (432 4.3.2): other clients hold its 3 connections"))
 				}
 				if out.reconnect {
 					s.Close()

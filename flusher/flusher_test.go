@@ -425,3 +425,72 @@ func TestNoBounceForAReport(t *testing.T) {
 		t.Errorf("queue not empty: %v", ids)
 	}
 }
+
+// TestRecipientsSplitPerMessageLimit: more recipients than
+// recipients_per_message go out in several transactions.
+func TestRecipientsSplitPerMessageLimit(t *testing.T) {
+	fx := newFixture(t, nil)
+	c := fx.config("recipients_per_message = 2")
+	var to []string
+	for i := range 5 {
+		to = append(to, fmt.Sprintf("r%d@example.com", i))
+	}
+	enqueue(t, c, queue.Envelope{Sender: "root", Recipients: rcpts(to...)}, "Subject: x\n\nx\n")
+	fx.flusher(c).RunOnce(context.Background())
+	msgs := fx.emu.Messages()
+	if len(msgs) != 3 || len(msgs[0].Rcpts) != 2 || len(msgs[1].Rcpts) != 2 || len(msgs[2].Rcpts) != 1 {
+		t.Fatalf("want transactions of 2, 2, 1 recipients, got %d messages", len(msgs))
+	}
+	if ids := queued(t, c); len(ids) != 0 {
+		t.Errorf("queue not empty: %v", ids)
+	}
+}
+
+// TestDailyRecipientBudget: past recipients_per_day the rest waits, and
+// says until when, instead of running into Exchange's quota.
+func TestDailyRecipientBudget(t *testing.T) {
+	fx := newFixture(t, nil)
+	c := fx.config("recipients_per_day = 3\nrecipients_per_message = 1")
+	id := enqueue(t, c, queue.Envelope{Sender: "root", Recipients: rcpts("a@example.com", "b@example.com", "c@example.com", "d@example.com")}, "Subject: x\n\nx\n")
+	fx.flusher(c).RunOnce(context.Background())
+	if n := len(fx.emu.Messages()); n != 3 {
+		t.Fatalf("%d delivered, want 3 within the budget", n)
+	}
+	st, _ := queue.Open(c.SpoolDir).LoadState(id)
+	if !strings.Contains(st.LastError, "recipients_per_day limit of 3") || st.NextAttempt.Before(time.Now().Add(23*time.Hour)) {
+		t.Errorf("the rest must wait a day and say why: %+v", st)
+	}
+	// The ledger is on disk: a new process (queue run) respects it too.
+	fx.flusher(c).RunOnce(context.Background())
+	if n := len(fx.emu.Messages()); n != 3 {
+		t.Errorf("%d delivered after a second run, want still 3", n)
+	}
+}
+
+// TestConnectionLimitBacksOff: with more connections configured than
+// Exchange allows, the 4th gets 432 4.3.2; the flusher gives that
+// connection up and everything is still delivered.
+func TestConnectionLimitBacksOff(t *testing.T) {
+	fx := newFixture(t, func(c *emulator.Config) { c.Limits = true })
+	c := fx.config("max_connections = 6\nmessages_per_minute = 0\nrecipients_per_day = 0")
+	// Fewer than Exchange's 30 a minute, which the emulator also enforces.
+	const n = 24
+	for i := range n {
+		enqueue(t, c, queue.Envelope{Sender: "root", Recipients: rcpts(fmt.Sprintf("r%d@example.com", i))}, "Subject: x\n\nx\n")
+	}
+	f := fx.flusher(c)
+	f.RunOnce(context.Background())
+	if fx.emu.Stats().ThrottleReplies == 0 {
+		t.Fatal("the emulator never refused a connection: the test proves nothing")
+	}
+	// Throttled messages wait for the pause; a later run delivers them.
+	for range 5 {
+		if len(queued(t, c)) == 0 {
+			break
+		}
+		fx.flusher(c).RunOnce(context.Background())
+	}
+	if got, q := len(fx.emu.Messages()), len(queued(t, c)); got != n || q != 0 {
+		t.Errorf("delivered %d of %d, %d still queued; log:\n%s", got, n, q, fx.logs)
+	}
+}
