@@ -88,6 +88,10 @@ func runQueueCommand(cfg *conf.Config, args []string) int {
 		return code
 	}
 	spool := queue.Open(cfg.SpoolDir)
+	// Mail still in drop/ is as much the administrator's as queued mail.
+	if _, _, err := spool.Pickup(); err != nil {
+		return failQueue("exo-sendmail: cannot pick up new mail", err)
+	}
 	sub, ids := args[0], args[1:]
 	switch sub {
 	case "list":

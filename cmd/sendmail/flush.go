@@ -205,7 +205,11 @@ func ensureFlusher(cfg *conf.Config) {
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Args[0] = "sendmail"
-	cmd.Env = append(os.Environ(), idleExitEnv+"=60s", "EXO_SENDMAIL_CONFIG=")
+	idle := os.Getenv(idleExitEnv)
+	if idle == "" {
+		idle = "60s"
+	}
+	cmd.Env = append(os.Environ(), idleExitEnv+"="+idle, "EXO_SENDMAIL_CONFIG=")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if cmd.Start() == nil {
 		cmd.Process.Release()
