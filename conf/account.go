@@ -4,13 +4,32 @@ import (
 	"fmt"
 	"net/mail"
 	"path"
-	"regexp"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 )
 
-var guid = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+// IsGUID reports whether s has the form of a GUID (a client ID, a tenant
+// ID, or the Secret ID administrators paste instead of the secret's value).
+func IsGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // Clouds are the Entra/Exchange environments whose endpoints we know.
 var Clouds = []string{"global", "usgov", "usgov-dod", "china"}
@@ -41,7 +60,7 @@ func (v *validator) account(i int, fa fileAccount, abs func(string) string) Acco
 	if strings.EqualFold(a.Tenant, "common") || strings.EqualFold(a.Tenant, "organizations") || strings.EqualFold(a.Tenant, "consumers") {
 		fail("tenant", "tenant must be the tenant's own domain or directory ID: client credentials are refused on /"+a.Tenant)
 	}
-	if !guid.MatchString(a.ClientID) {
+	if !IsGUID(a.ClientID) {
 		fail("client_id", "client_id must be the application (client) ID, a GUID like 00000000-0000-0000-0000-000000000000")
 	}
 	switch {
@@ -196,3 +215,4 @@ func (c *Config) split(addr string) (local, domain string) {
 	}
 	return local, domain
 }
+

@@ -20,6 +20,7 @@ import (
 	"mime/quotedprintable"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 )
@@ -165,10 +166,10 @@ func subject(rcpts []Recipient) string {
 }
 
 var (
-	enhanced   = regexp.MustCompile(`(?:^|[\s;(\[])([245]\.\d{1,3}\.\d{1,3})(?:$|[\s;:,.)\]])`)
-	statusCode = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}$`)
-	typed      = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]*;`) // "smtp; …"
-	smtpReply  = regexp.MustCompile(`^[2-5]\d\d\b`)
+	enhanced   = lazyRegexp(`(?:^|[\s;(\[])([245]\.\d{1,3}\.\d{1,3})(?:$|[\s;:,.)\]])`)
+	statusCode = lazyRegexp(`^[245]\.\d{1,3}\.\d{1,3}$`)
+	typed      = lazyRegexp(`^[A-Za-z][A-Za-z0-9-]*;`) // "smtp; …"
+	smtpReply  = lazyRegexp(`^[2-5]\d\d\b`)
 )
 
 // normalize fills Action, Status and the diagnostic type.
@@ -179,9 +180,9 @@ func normalize(rc Recipient) Recipient {
 	default:
 		rc.Action = "failed"
 	}
-	if !statusCode.MatchString(rc.Status) {
+	if !statusCode().MatchString(rc.Status) {
 		rc.Status = ""
-		if m := enhanced.FindStringSubmatch(rc.Diagnostic); m != nil {
+		if m := enhanced().FindStringSubmatch(rc.Diagnostic); m != nil {
 			rc.Status = m[1]
 		}
 	}
@@ -196,8 +197,8 @@ func normalize(rc Recipient) Recipient {
 		}
 	}
 	d := strings.Join(strings.Fields(rc.Diagnostic), " ") // multi-line replies on one line
-	if d != "" && !typed.MatchString(d) {
-		if smtpReply.MatchString(d) {
+	if d != "" && !typed().MatchString(d) {
+		if smtpReply().MatchString(d) {
 			d = "smtp; " + d
 		} else {
 			d = "X-exo-sendmail; " + d
@@ -503,4 +504,10 @@ func fields(h []byte) []string {
 		}
 	}
 	return out
+}
+
+// lazyRegexp compiles a pattern on first use. sendmail links this
+// package but never bounces, and its start-up time is measured in milliseconds.
+func lazyRegexp(pattern string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(pattern) })
 }

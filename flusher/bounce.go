@@ -4,7 +4,6 @@ import (
 	"io"
 	"os"
 	"os/user"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,8 +32,8 @@ func (f *Flusher) bounce(e *queue.Entry, st *queue.State, reason string) error {
 			}
 			failed = append(failed, dsn.Recipient{
 				Addr: t.addr, ORcpt: t.orig.Addr, Action: "failed",
-				Status: statusCode(r.Reply), Diagnostic: r.Reply,
-				RemoteMTA: hostOf(st.Account, f), LastAttempt: st.LastAttempt,
+				Diagnostic: r.Reply, // dsn takes the status code from it
+				RemoteMTA:  hostOf(st.Account, f), LastAttempt: st.LastAttempt,
 			})
 		}
 	}
@@ -78,20 +77,6 @@ func (f *Flusher) queueDSN(e *queue.Entry, failed []dsn.Recipient, reason string
 		f.log.Printf("%s: bounce queued as %s", e.ID, id)
 	}
 	return err
-}
-
-// statusCode takes the enhanced status code out of a reply ("550 5.1.10
-// RecipientNotFound" → 5.1.10), 5.0.0 when it has none.
-func statusCode(reply string) string {
-	for _, w := range strings.Fields(reply) {
-		parts := strings.Split(w, ".")
-		if len(parts) == 3 && (parts[0] == "4" || parts[0] == "5") {
-			if _, err := strconv.Atoi(parts[1]); err == nil {
-				return w
-			}
-		}
-	}
-	return "5.0.0"
 }
 
 func hostOf(account string, f *Flusher) string {

@@ -24,7 +24,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -80,9 +79,9 @@ func (s *Spool) path(parts ...string) string {
 	return filepath.Join(append([]string{s.Dir}, parts...)...)
 }
 
-// idPattern: 13 hex digits of microseconds since 1970 (sortable until
-// 2112) and 6 random ones. Names in drop/ that do not match are not ours.
-var idPattern = regexp.MustCompile(`^[0-9A-F]{19}$`)
+// idLen: 13 hex digits of microseconds since 1970 (sortable until 2112)
+// and 6 random ones. Names in drop/ that are not IDs are not ours.
+const idLen = 19
 
 // NewID returns a new queue ID, unique and sorted by creation time.
 func NewID() string {
@@ -92,7 +91,17 @@ func NewID() string {
 }
 
 // ValidID reports whether id has the form of a queue ID.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+func ValidID(id string) bool {
+	if len(id) != idLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'A' || c > 'F') {
+			return false
+		}
+	}
+	return true
+}
 
 // Enqueue writes the envelope, then lets writeMessage stream the message
 // into the entry, fsyncs the file, renames it into drop/ and fsyncs the

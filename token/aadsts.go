@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/exo-sendmail/exo-sendmail/failure"
@@ -58,7 +59,7 @@ func Explain(aadsts string) (class failure.Class, remedy string) {
 	return failure.Config, ""
 }
 
-var aadstsCode = regexp.MustCompile(`AADSTS(\d+)`)
+var aadstsCode = lazyRegexp(`AADSTS(\d+)`)
 
 // entraError is the part of Entra's error body not in *oauth2.RetrieveError.
 type entraError struct {
@@ -105,7 +106,7 @@ func (s *Source) classify(err error, hidden string) error {
 	}
 	code := ""
 	var body entraError
-	if m := aadstsCode.FindStringSubmatch(re.ErrorDescription); m != nil {
+	if m := aadstsCode().FindStringSubmatch(re.ErrorDescription); m != nil {
 		code = m[1]
 	} else if json.Unmarshal(re.Body, &body) == nil && len(body.ErrorCodes) > 0 {
 		code = strconv.Itoa(body.ErrorCodes[0])
@@ -159,4 +160,10 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return t.Sub(now)
 	}
 	return 0
+}
+
+// lazyRegexp compiles a pattern on first use. sendmail links this
+// package but never fetches a token: its start-up time counts.
+func lazyRegexp(pattern string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(pattern) })
 }

@@ -253,13 +253,13 @@ func (s *Source) fetch(ctx context.Context) (entry, error) {
 	}
 	var hidden string // the credential sent, kept out of every error text
 	if s.cfg.SecretFile != "" {
-		secret, err := readSecret(s.cfg.SecretFile)
+		secret, _, err := ReadSecret(s.cfg.SecretFile)
 		if err != nil {
 			return entry{}, err
 		}
 		cc.ClientSecret, hidden = secret, secret
 	} else {
-		cert, err := loadCertificate(s.cfg.CertificateFile, s.cfg.PrivateKeyFile, s.cfg.CertificatePasswordFile)
+		cert, err := LoadCertificate(s.cfg.CertificateFile, s.cfg.PrivateKeyFile, s.cfg.CertificatePasswordFile)
 		if err != nil {
 			return entry{}, err
 		}

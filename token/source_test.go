@@ -233,7 +233,7 @@ func TestCertificateProblems(t *testing.T) {
 		requests  int
 		mentions  []string
 	}{
-		{"key of another certificate", cert0, key1, "", 0, []string{cert0, key1, "does not match"}},
+		{"key of another certificate", cert0, key1, "", 0, []string{cert0, key1, "does not belong"}},
 		{"PEM without key", cert0, "", "", 0, []string{cert0, "private_key_file"}},
 		{"missing key file", cert0, filepath.Join(dir, "absent.key"), "", 0, []string{"absent.key", "readable only by the service user"}},
 		{"encrypted key", cert0, writeFile(t, dir, "enc.key", pemBlock("ENCRYPTED PRIVATE KEY", []byte{1, 2, 3})), "", 0, []string{"enc.key", "encrypted"}},
