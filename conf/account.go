@@ -215,4 +215,3 @@ func (c *Config) split(addr string) (local, domain string) {
 	}
 	return local, domain
 }
-
