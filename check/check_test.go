@@ -19,6 +19,7 @@ import (
 	"github.com/exo-sendmail/exo-sendmail/check"
 	"github.com/exo-sendmail/exo-sendmail/conf"
 	"github.com/exo-sendmail/exo-sendmail/emulator"
+	"software.sslmate.com/src/go-pkcs12"
 )
 
 const (
@@ -422,6 +423,44 @@ func TestCertificateProblems(t *testing.T) {
 	outcome, report = run(t, cfg, check.Options{})
 	wantOutcome(t, outcome, check.Failed)
 	wantIn(t, report, "FAIL certificate:", "expired on")
+}
+
+// A PKCS#12 file passed as a systemd credential is read in place of the
+// configured path, and its password file, readable by all, is warned about.
+func TestPKCS12SystemdCredential(t *testing.T) {
+	cert, key, err := emulator.NewAppCertificate("exo-sendmail pfx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := goodApp()
+	app.Secrets, app.Certificates = nil, []*x509.Certificate{cert}
+	e := tenant(t, []emulator.App{app})
+	pfx, err := pkcs12.Modern.Encode(key, cert, nil, "pfx-pass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, dir := t.TempDir(), t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	pfxFile, pwFile := filepath.Join(creds, "app.pfx"), filepath.Join(dir, "pfx-password")
+	os.WriteFile(pfxFile, pfx, 0o600)
+	os.WriteFile(pwFile, []byte("pfx-pass\n"), 0o644)
+	os.Chmod(pwFile, 0o644)
+	cfg := configure(t, e, account{extra: fmt.Sprintf("certificate_file = \"/etc/exo-sendmail/app.pfx\"\ncertificate_password_file = %q\n", pwFile)})
+	outcome, report := run(t, cfg, check.Options{})
+	wantOutcome(t, outcome, check.Passed)
+	wantIn(t, report, "ok   certificate: "+pfxFile+", mode 0600", "(systemd credential)", `"exo-sendmail pfx"`,
+		"warn password: certificate password file "+pwFile+" holds a secret but is readable by every user (mode 0644)", "authenticated as")
+	if strings.Contains(report, "ok   key:") {
+		t.Error("a key line for the key inside the PKCS#12 file")
+	}
+
+	os.WriteFile(pwFile, []byte("wrong\n"), 0o644)
+	outcome, report = run(t, cfg, check.Options{})
+	wantOutcome(t, outcome, check.Failed)
+	wantIn(t, report, "FAIL certificate: cannot decode the PKCS#12 file "+pfxFile, "warn password:")
+	if e.Stats().TokenRequests != 1 {
+		t.Errorf("%d token requests, want 1 (none with an undecodable certificate)", e.Stats().TokenRequests)
+	}
 }
 
 func selfSigned(t *testing.T, notAfter time.Time) (*x509.Certificate, *rsa.PrivateKey) {
