@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,15 +11,15 @@ import (
 	"github.com/exo-sendmail/exo-sendmail/failure"
 )
 
-// reply is one SMTP reply, possibly of several lines.
-type reply struct {
+// Reply is one SMTP reply, possibly of several lines.
+type Reply struct {
 	Code     int
 	Enhanced string   // "5.7.3", or "" when the server sent none
 	Lines    []string // the text of each line, code and enhanced code removed
 }
 
 // String formats the reply as "<code> <enhanced> <text>", lines joined by a space.
-func (r reply) String() string {
+func (r Reply) String() string {
 	s := strconv.Itoa(r.Code)
 	if r.Enhanced != "" {
 		s += " " + r.Enhanced
@@ -29,11 +30,11 @@ func (r reply) String() string {
 	return s
 }
 
-func (r reply) text() string { return strings.Join(r.Lines, " ") }
+func (r Reply) text() string { return strings.Join(r.Lines, " ") }
 
 // smtpError returns the reply as go-smtp's error type, for callers that want
 // the codes as numbers (errors.As on the *failure.Error's cause).
-func (r reply) smtpError() *smtp.SMTPError {
+func (r Reply) smtpError() *smtp.SMTPError {
 	e := &smtp.SMTPError{Code: r.Code, Message: r.text()}
 	if p := strings.Split(r.Enhanced, "."); len(p) == 3 {
 		for i := range p {
@@ -41,6 +42,32 @@ func (r reply) smtpError() *smtp.SMTPError {
 		}
 	}
 	return e
+}
+
+// StepError is the cause (the Err) of the *failure.Error of a connection
+// that failed before it was authenticated (Connect, or the connection a
+// Send opens): the step that failed, with the server's refusal or the
+// network, TLS or protocol error. Its text is the cause's.
+type StepError struct {
+	Step  string // "connect", "greeting", "EHLO", "STARTTLS", "TLS handshake" or "AUTH"
+	Reply *Reply // the server's refusal; nil when the step failed otherwise
+	Err   error  // the cause: the refusal as a go-smtp *smtp.SMTPError, or the error met
+}
+
+func (e *StepError) Error() string { return e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Causes of a server that is not a submission server, under a StepError.
+var (
+	ErrNoSTARTTLS = errors.New("the server does not offer STARTTLS")
+	ErrNoXOAUTH2  = errors.New("the server does not offer AUTH XOAUTH2")
+)
+
+// refused classifies the server's refusal at a step of connecting.
+func refused(step string, r Reply, mailbox string) *failure.Error {
+	fe := classify(stageConnect, r, mailbox)
+	fe.Err = &StepError{Step: step, Reply: &r, Err: fe.Err}
+	return fe
 }
 
 // parseReplyLine splits "250-2.0.0 text" into code, continuation flag,
@@ -127,13 +154,13 @@ const (
 
 // classify turns a negative SMTP reply into a classified error. mailbox is
 // the account's mailbox, named in remedies.
-func classify(st stage, r reply, mailbox string) *failure.Error {
+func classify(st stage, r Reply, mailbox string) *failure.Error {
 	e := &failure.Error{Reply: r.String(), Err: r.smtpError()}
 	e.Class, e.Remedy = classOf(st, r, mailbox)
 	return e
 }
 
-func classOf(st stage, r reply, mailbox string) (failure.Class, string) {
+func classOf(st stage, r Reply, mailbox string) (failure.Class, string) {
 	text := strings.ToLower(r.text())
 	enh := r.Enhanced
 	switch {

@@ -34,6 +34,7 @@ type session struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	ext    map[string]string // EHLO keywords (upper case) and their parameters
+	info   ConnectInfo       // what the server showed while connecting
 	server string            // host:port, for error messages
 	cmdTO  time.Duration
 	trace  io.Writer
@@ -45,7 +46,7 @@ func dial(ctx context.Context, cfg *SMTPConfig, host string) (*session, error) {
 	d := net.Dialer{Timeout: cfg.DialTimeout}
 	raw, err := d.DialContext(ctx, "tcp", cfg.Server)
 	if err != nil {
-		return nil, failure.Wrap(failure.Temporary, fmt.Errorf("connect to %s: %w", cfg.Server, err))
+		return nil, failure.Wrap(failure.Temporary, fmt.Errorf("connect to %s: %w", cfg.Server, &StepError{Step: "connect", Err: err}))
 	}
 	s := &session{raw: raw, server: cfg.Server, cmdTO: cfg.CommandTimeout, trace: cfg.Trace}
 	s.use(raw)
@@ -63,41 +64,43 @@ func (s *session) open(ctx context.Context, cfg *SMTPConfig, host string) error 
 	s.conn.SetDeadline(time.Now().Add(s.cmdTO))
 	r, err := s.readReply()
 	if err != nil {
-		return s.ioError(ctx, "greeting", err)
+		return s.connectError(ctx, "greeting", err)
 	}
 	if r.Code != 220 {
-		return classify(stageConnect, r, cfg.Mailbox)
+		return refused("greeting", r, cfg.Mailbox)
 	}
 	if err := s.hello(ctx, cfg); err != nil {
 		return err
 	}
 	if _, ok := s.ext["STARTTLS"]; !ok {
 		return &failure.Error{Class: failure.Config,
-			Err:    fmt.Errorf("server %s does not offer STARTTLS", s.server),
+			Err:    fmt.Errorf("SMTP %s: %w", s.server, &StepError{Step: "STARTTLS", Err: ErrNoSTARTTLS}),
 			Remedy: "exo-sendmail never sends credentials in clear text: point server at Exchange Online submission (smtp.office365.com:587)"}
 	}
 	r, err = s.cmd("STARTTLS", "STARTTLS")
 	if err != nil {
-		return s.ioError(ctx, "STARTTLS", err)
+		return s.connectError(ctx, "STARTTLS", err)
 	}
 	if r.Code != 220 {
-		return classify(stageConnect, r, cfg.Mailbox)
+		return refused("STARTTLS", r, cfg.Mailbox)
 	}
 	if s.br.Buffered() > 0 {
 		// Bytes sent before the handshake would be read as if they came
 		// through TLS (STARTTLS command injection).
-		return failure.Wrap(failure.Temporary, fmt.Errorf("server %s sent data after its STARTTLS reply", s.server))
+		return failure.Wrap(failure.Temporary, fmt.Errorf("SMTP %s: %w", s.server,
+			&StepError{Step: "STARTTLS", Err: errors.New("the server sent data after its STARTTLS reply")}))
 	}
 	tc := tls.Client(s.raw, &tls.Config{ServerName: host, RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12})
 	s.raw.SetDeadline(time.Now().Add(cfg.DialTimeout))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		if ctx.Err() != nil {
-			return s.ioError(ctx, "TLS handshake", err)
+			return s.connectError(ctx, "TLS handshake", err)
 		}
 		return tlsError(s.server, host, err)
 	}
 	st := tc.ConnectionState()
-	s.traceLine("-- " + tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite) + ", certificate verified for " + host)
+	s.info.TLSVersion, s.info.CipherSuite, s.info.VerifiedHost = tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), host
+	s.traceLine("-- " + s.info.TLSVersion + " " + s.info.CipherSuite + ", certificate verified for " + host)
 	s.use(tc)
 	return s.hello(ctx, cfg)
 }
@@ -114,38 +117,40 @@ func (s *session) use(c net.Conn) {
 func tlsError(server, host string, err error) *failure.Error {
 	var hostErr x509.HostnameError
 	var verr *tls.CertificateVerificationError
+	step := &StepError{Step: "TLS handshake", Err: err}
 	switch {
 	case errors.As(err, &hostErr):
-		return &failure.Error{Class: failure.Config, Err: fmt.Errorf("TLS with %s: %w", server, err),
+		return &failure.Error{Class: failure.Config, Err: fmt.Errorf("TLS with %s: %w", server, step),
 			Remedy: "the certificate of " + server + " is not valid for " + host + ": check the server setting"}
 	case errors.As(err, &verr):
-		return &failure.Error{Class: failure.Config, Err: fmt.Errorf("TLS with %s: %w", server, err),
+		return &failure.Error{Class: failure.Config, Err: fmt.Errorf("TLS with %s: %w", server, step),
 			Remedy: "certificate of " + host + " not trusted: set ca_file to the CA that issued it, or fix the system trust store"}
 	}
-	return failure.Wrap(failure.Temporary, fmt.Errorf("TLS handshake with %s: %w", server, err))
+	return failure.Wrap(failure.Temporary, fmt.Errorf("TLS handshake with %s: %w", server, step))
 }
 
 func (s *session) hello(ctx context.Context, cfg *SMTPConfig) error {
 	r, err := s.cmd("EHLO "+cfg.HeloName, "EHLO "+cfg.HeloName)
 	if err != nil {
-		return s.ioError(ctx, "EHLO", err)
+		return s.connectError(ctx, "EHLO", err)
 	}
 	if r.Code != 250 {
-		return classify(stageConnect, r, cfg.Mailbox)
+		return refused("EHLO", r, cfg.Mailbox)
 	}
 	s.ext = make(map[string]string)
 	for _, l := range r.Lines[1:] {
 		k, v, _ := strings.Cut(l, " ")
 		s.ext[strings.ToUpper(k)] = v
 	}
+	s.info.Extensions = s.ext
 	return nil
 }
 
 // auth runs a SASL exchange and returns the server's final reply.
-func (s *session) auth(c sasl.Client) (reply, error) {
+func (s *session) auth(c sasl.Client) (Reply, error) {
 	mech, ir, err := c.Start()
 	if err != nil {
-		return reply{}, err
+		return Reply{}, err
 	}
 	line := "AUTH " + mech
 	switch {
@@ -175,45 +180,45 @@ func (s *session) auth(c sasl.Client) (reply, error) {
 
 // cmd sends one command line and reads the reply, both within the command
 // timeout. traced is what the trace shows of the line.
-func (s *session) cmd(line, traced string) (reply, error) {
+func (s *session) cmd(line, traced string) (Reply, error) {
 	s.conn.SetDeadline(time.Now().Add(s.cmdTO))
 	s.traceLine("C: " + traced)
 	s.bw.WriteString(line)
 	s.bw.WriteString("\r\n")
 	if err := s.bw.Flush(); err != nil {
-		return reply{}, err
+		return Reply{}, err
 	}
 	return s.readReply()
 }
 
 // readReply reads one reply of one or more lines under the current deadline.
-func (s *session) readReply() (reply, error) {
-	var r reply
+func (s *session) readReply() (Reply, error) {
+	var r Reply
 	for n := 0; ; n++ {
 		line, err := s.br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return reply{}, fmt.Errorf("reply line longer than %d bytes", maxReplyLine)
+			return Reply{}, fmt.Errorf("reply line longer than %d bytes", maxReplyLine)
 		}
 		if err != nil {
-			return reply{}, err
+			return Reply{}, err
 		}
 		text := strings.TrimRight(string(line), "\r\n")
 		s.traceLine("S: " + text)
 		code, more, enh, t, err := parseReplyLine(text)
 		if err != nil {
-			return reply{}, err
+			return Reply{}, err
 		}
 		if n == 0 {
 			r.Code, r.Enhanced = code, enh
 		} else if code != r.Code {
-			return reply{}, fmt.Errorf("reply line %q does not continue reply %d", text, r.Code)
+			return Reply{}, fmt.Errorf("reply line %q does not continue reply %d", text, r.Code)
 		}
 		r.Lines = append(r.Lines, t)
 		if !more {
 			return r, nil
 		}
 		if n >= maxReplyLines {
-			return reply{}, fmt.Errorf("reply of more than %d lines", maxReplyLines)
+			return Reply{}, fmt.Errorf("reply of more than %d lines", maxReplyLines)
 		}
 	}
 }
@@ -270,10 +275,20 @@ func (w deadlineWriter) Write(p []byte) (int, error) {
 // ioError classifies an I/O failure: always temporary, named after what was
 // being waited for, and after the cancellation when that was the cause.
 func (s *session) ioError(ctx context.Context, what string, err error) *failure.Error {
+	return failure.Wrap(failure.Temporary, fmt.Errorf("SMTP %s: %s: %w", s.server, what, cancelled(ctx, err)))
+}
+
+// connectError is an I/O failure at a step of connecting.
+func (s *session) connectError(ctx context.Context, step string, err error) *failure.Error {
+	return failure.Wrap(failure.Temporary, fmt.Errorf("SMTP %s: %s: %w", s.server, step, &StepError{Step: step, Err: cancelled(ctx, err)}))
+}
+
+// cancelled returns the context's error when it ended, else err.
+func cancelled(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		err = ctx.Err()
+		return ctx.Err()
 	}
-	return failure.Wrap(failure.Temporary, fmt.Errorf("SMTP %s: %s: %w", s.server, what, err))
+	return err
 }
 
 // quit says goodbye within a short deadline and closes the connection.

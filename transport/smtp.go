@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"strconv"
@@ -28,6 +29,21 @@ type SMTPConfig struct {
 	DataTimeout    time.Duration // each body write without progress, and the final reply; default 10 min
 	IdleTimeout    time.Duration // a reused connection idle this long is replaced, default 60 s
 	Trace          io.Writer     // when set, receives the dialogue as "C: "/"S: " lines, token hidden
+	// NoRenew reports a token Exchange refuses with 535 as it is. By
+	// default the token is renewed once and tried on a new connection
+	// (a token revoked or changed since it was cached); a caller that has
+	// just fetched it, such as exo-sendmail check, wants the first answer.
+	NoRenew bool
+}
+
+// ConnectInfo is what the server showed while a connection was opened and
+// authenticated.
+type ConnectInfo struct {
+	TLSVersion   string            // "TLS 1.3"
+	CipherSuite  string            // "TLS_AES_256_GCM_SHA384"
+	VerifiedHost string            // the name the server's certificate was verified for
+	Extensions   map[string]string // EHLO keywords after STARTTLS (upper case) and their parameters
+	AuthReply    Reply             // the reply to AUTH XOAUTH2: 235
 }
 
 // DefaultSMTPServer is Exchange Online's client submission endpoint.
@@ -116,6 +132,28 @@ func (c *SMTP) Close() error {
 	return nil
 }
 
+// Connect opens a new connection and authenticates it as Send does before
+// its first message (an open connection is closed first), keeps it for the
+// next Send and reports what the server showed. Errors are *failure.Error;
+// one of the dialogue has a *StepError as its cause (errors.As), with the
+// step that failed and the server's full reply to it. The token is renewed
+// on a 535 unless NoRenew is set.
+func (c *SMTP) Connect(ctx context.Context) (ConnectInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		c.sess.quit()
+		c.sess = nil
+	}
+	if err := c.connect(ctx); err != nil {
+		return ConnectInfo{}, err
+	}
+	c.lastUsed = time.Now()
+	info := c.sess.info
+	info.Extensions = maps.Clone(info.Extensions)
+	return info, nil
+}
+
 // drop closes the connection without a word: its state is unknown.
 func (c *SMTP) drop() {
 	if c.sess != nil {
@@ -126,7 +164,7 @@ func (c *SMTP) drop() {
 }
 
 // connect opens an authenticated connection. A token Exchange refuses with
-// 535 is renewed once, on a new connection.
+// 535 is renewed once, on a new connection, unless NoRenew is set.
 func (c *SMTP) connect(ctx context.Context) error {
 	if c.cfg.Tokens == nil {
 		return &failure.Error{Class: failure.Config, Err: errors.New("SMTP transport has no token source")}
@@ -146,7 +184,7 @@ func (c *SMTP) connect(ctx context.Context) error {
 			return nil
 		}
 		sess.close()
-		if renewed || r.Code != 535 || r.Enhanced == "5.7.139" {
+		if renewed || c.cfg.NoRenew || r.Code != 535 || r.Enhanced == "5.7.139" {
 			return err
 		}
 		if tok, err = c.cfg.Tokens.Renew(ctx, tok); err != nil {
@@ -156,10 +194,13 @@ func (c *SMTP) connect(ctx context.Context) error {
 }
 
 // authenticate runs AUTH XOAUTH2 and returns the reply with the error.
-func (c *SMTP) authenticate(ctx context.Context, sess *session, tok string) (reply, error) {
-	if !offersAuth(sess.ext["AUTH"], "XOAUTH2") {
-		return reply{}, &failure.Error{Class: failure.Config,
-			Err:    fmt.Errorf("server %s does not offer AUTH XOAUTH2 (AUTH %s)", c.cfg.Server, sess.ext["AUTH"]),
+func (c *SMTP) authenticate(ctx context.Context, sess *session, tok string) (Reply, error) {
+	if mechs := sess.ext["AUTH"]; !offersAuth(mechs, "XOAUTH2") {
+		if mechs == "" {
+			mechs = "none"
+		}
+		return Reply{}, &failure.Error{Class: failure.Config,
+			Err:    fmt.Errorf("SMTP %s: %w", c.cfg.Server, &StepError{Step: "AUTH", Err: fmt.Errorf("%w (AUTH: %s)", ErrNoXOAUTH2, mechs)}),
 			Remedy: "point server at Exchange Online submission (smtp.office365.com:587)"}
 	}
 	stop := context.AfterFunc(ctx, sess.close)
@@ -167,12 +208,13 @@ func (c *SMTP) authenticate(ctx context.Context, sess *session, tok string) (rep
 	x := &xoauth2{user: c.cfg.Mailbox, token: tok}
 	r, err := sess.auth(x)
 	if err != nil {
-		return reply{}, sess.ioError(ctx, "AUTH", err)
+		return Reply{}, sess.connectError(ctx, "AUTH", err)
 	}
 	if r.Code == 235 {
+		sess.info.AuthReply = r
 		return r, nil
 	}
-	fe := classify(stageConnect, r, c.cfg.Mailbox)
+	fe := refused("AUTH", r, c.cfg.Mailbox)
 	if x.challenge != "" {
 		fe.Reply += " (server said: " + x.challenge + ")"
 	}
@@ -201,7 +243,7 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 	}()
 	// A failure on the first command of a reused connection, by an I/O error
 	// or a 421, means the server dropped it while idle.
-	deadOnArrival := func(what string, r reply, err error) (Result, bool, error) {
+	deadOnArrival := func(what string, r Reply, err error) (Result, bool, error) {
 		c.drop()
 		if err != nil {
 			return Result{}, true, sess.ioError(ctx, what, err)
