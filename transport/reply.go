@@ -32,6 +32,21 @@ func (r Reply) String() string {
 
 func (r Reply) text() string { return strings.Join(r.Lines, " ") }
 
+// ParseReply reads a reply as String writes it, which is how a
+// *failure.Error of this package holds it in Reply: "535 5.7.3 text".
+// false when s does not start with a reply code.
+func ParseReply(s string) (Reply, bool) {
+	code, more, enh, text, err := parseReplyLine(s)
+	if err != nil || more {
+		return Reply{}, false
+	}
+	r := Reply{Code: code, Enhanced: enh}
+	if text != "" {
+		r.Lines = []string{text}
+	}
+	return r, true
+}
+
 // smtpError returns the reply as go-smtp's error type, for callers that want
 // the codes as numbers (errors.As on the *failure.Error's cause).
 func (r Reply) smtpError() *smtp.SMTPError {

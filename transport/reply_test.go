@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -41,6 +42,25 @@ func TestXtextAndNotify(t *testing.T) {
 		"SUCCESS,SUCCESS": "", "NEVER,DELAY": "", "sometimes": ""} {
 		if got := notifyValue(in); got != want {
 			t.Errorf("notifyValue(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseReply(t *testing.T) {
+	for in, want := range map[string]string{
+		"535 5.7.3 Authentication unsuccessful [host]": "535|5.7.3|Authentication unsuccessful [host]",
+		"250 OK":      "250||OK",
+		"421":         "421||",
+		"550 4.1.1 x": "550||4.1.1 x", // an enhanced code of another class is text
+	} {
+		r, ok := ParseReply(in)
+		if got := fmt.Sprintf("%d|%s|%s", r.Code, r.Enhanced, r.text()); !ok || got != want || r.String() != in {
+			t.Errorf("ParseReply(%q) = %s, %v (%q); want %s", in, got, ok, r.String(), want)
+		}
+	}
+	for _, in := range []string{"", "HTTP 403 Forbidden", "99 x", "5355 x", "250-more"} {
+		if _, ok := ParseReply(in); ok {
+			t.Errorf("ParseReply(%q) accepted", in)
 		}
 	}
 }
