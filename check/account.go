@@ -79,11 +79,13 @@ func (c *checker) smtp(ctx context.Context, main bool) {
 	if tok == "" {
 		return
 	}
-	if !c.authenticate(ctx, tok, claims) {
+	s := c.newSMTP(src) // src hands out the token just fetched
+	defer s.Close()
+	if !c.authenticate(ctx, s, claims) {
 		return
 	}
 	if main && c.sendTo != "" {
-		c.sendSMTP(ctx, src, claims)
+		c.send(ctx, s, claims, "")
 	} else if main {
 		c.r.ok("smtp", "note: the mailbox permission (FullAccess or RBAC) is checked only when a message is sent: use --send-to ADDR to test it")
 	}

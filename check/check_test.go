@@ -253,6 +253,12 @@ func TestAppWithoutSMTPRole(t *testing.T) {
 		"2. the service principal was registered with the App registration's object id",
 		"New-ServicePrincipal -AppId "+clientID+" -ObjectId ",
 		"Add-MailboxPermission -Identity "+mailbox, "permission changes take")
+	// Exchange's first 535, for the token just fetched: no renewal, no
+	// second connection.
+	wantIn(t, report, "FAIL smtp: "+e.SMTPAddr+" answered AUTH with 535 5.7.3")
+	if st := e.Stats(); st.TokenRequests != 1 || st.SMTPConnections != 1 {
+		t.Errorf("%d token requests, %d SMTP connections; want 1, 1", st.TokenRequests, st.SMTPConnections)
+	}
 }
 
 func TestSMTPAuthDisabled(t *testing.T) {
@@ -282,6 +288,17 @@ func TestSendTo(t *testing.T) {
 		if !strings.Contains(string(m.Data), h) {
 			t.Errorf("test message lacks %q", h)
 		}
+	}
+}
+
+// The test message goes over the connection the SMTP step authenticated.
+func TestSendToOnTheCheckedConnection(t *testing.T) {
+	e := tenant(t, []emulator.App{goodApp()})
+	cfg := configure(t, e, account{secret: secret})
+	outcome, _ := run(t, cfg, check.Options{SendTo: "admin@example.net"})
+	wantOutcome(t, outcome, check.Passed)
+	if st := e.Stats(); st.SMTPConnections != 1 || len(e.Messages()) != 1 {
+		t.Errorf("%d SMTP connections, %d messages; want 1, 1", st.SMTPConnections, len(e.Messages()))
 	}
 }
 
@@ -359,14 +376,21 @@ func TestGraphWithSMTPFallbackChecksBoth(t *testing.T) {
 	wantIn(t, report, "ok   graph:", "FAIL smtp:", "535 5.7.3")
 }
 
-func TestCertificateAccount(t *testing.T) {
-	cert, key, err := emulator.NewAppCertificate("exo-sendmail test")
+// certificateTenant starts a tenant whose app has a new certificate
+// credential (and no secret), named cn.
+func certificateTenant(t *testing.T, cn string) (*emulator.Emulator, *x509.Certificate, *rsa.PrivateKey) {
+	t.Helper()
+	cert, key, err := emulator.NewAppCertificate(cn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := goodApp()
 	app.Secrets, app.Certificates = nil, []*x509.Certificate{cert}
-	e := tenant(t, []emulator.App{app})
+	return tenant(t, []emulator.App{app}), cert, key
+}
+
+func TestCertificateAccount(t *testing.T) {
+	e, cert, key := certificateTenant(t, "exo-sendmail test")
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "app.crt"), filepath.Join(dir, "app.key")
 	emulator.WriteCertificatePEM(certFile, cert)
@@ -428,13 +452,7 @@ func TestCertificateProblems(t *testing.T) {
 // A PKCS#12 file passed as a systemd credential is read in place of the
 // configured path, and its password file, readable by all, is warned about.
 func TestPKCS12SystemdCredential(t *testing.T) {
-	cert, key, err := emulator.NewAppCertificate("exo-sendmail pfx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := goodApp()
-	app.Secrets, app.Certificates = nil, []*x509.Certificate{cert}
-	e := tenant(t, []emulator.App{app})
+	e, cert, key := certificateTenant(t, "exo-sendmail pfx")
 	pfx, err := pkcs12.Modern.Encode(key, cert, nil, "pfx-pass")
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/exo-sendmail/exo-sendmail/failure"
 	"github.com/exo-sendmail/exo-sendmail/token"
+	"github.com/exo-sendmail/exo-sendmail/transport"
 )
 
 // permissionDelay closes every list of permission fixes.
@@ -25,37 +26,37 @@ func (c *checker) who(cl *token.Claims) (app, sp string) {
 
 // explainReply says what an Exchange SMTP reply means for this account and
 // how to fix it (exchange-online.md §4, §8). cl may be nil.
-func (c *checker) explainReply(r smtpReply, cl *token.Claims) (class failure.Class, meaning, fix string) {
+func (c *checker) explainReply(r transport.Reply, cl *token.Claims) (class failure.Class, meaning, fix string) {
 	mb := c.a.Mailbox
-	text := strings.ToLower(r.text)
+	text := strings.ToLower(strings.Join(r.Lines, " "))
 	switch {
-	case r.code == 535 && r.enhanced == "5.7.139":
+	case r.Code == 535 && r.Enhanced == "5.7.139":
 		return failure.Config, "SMTP AUTH is disabled for mailbox " + mb + " or for the whole tenant, and that blocks OAuth too",
 			"Set-CASMailbox -Identity " + mb + " -SmtpClientAuthenticationDisabled $false (this mailbox), " +
 				"or Set-TransportConfig -SmtpClientAuthenticationDisabled $false (the whole tenant); " + permissionDelay
-	case r.code == 535:
+	case r.Code == 535:
 		return failure.Config, "Exchange refused the token for " + mb + ", and 535 5.7.3 says no more. Likely causes, most likely first:\n" +
 			numbered(c.authCauses(cl)) + "\n" + permissionDelay, ""
-	case r.code == 430 || strings.Contains(text, "mailbox logon failure"):
+	case r.Code == 430 || strings.Contains(text, "mailbox logon failure"):
 		return failure.Config, "Exchange accepted the token but the app may not log on to mailbox " + mb + "; grant it:\n" +
 			strings.Join(c.mailboxGrant(cl), "\n") + "\n" + permissionDelay, ""
-	case strings.Contains(text, "sendasdenied") || r.enhanced == "5.7.60":
+	case strings.Contains(text, "sendasdenied") || r.Enhanced == "5.7.60":
 		return failure.Config, "Exchange refused to let " + mb + " send as the message's From address (the check sends From: " + mb + ")",
 			"mailbox must be the mailbox's primary SMTP address, not an alias; to send as another address: " +
 				"Add-RecipientPermission -Identity <that address> -AccessRights SendAs -Trustee " + mb
-	case r.enhanced == "5.7.30":
+	case r.Enhanced == "5.7.30":
 		return failure.Config, "the server took the login for basic authentication", "smtp_server must be Exchange Online's submission endpoint, smtp.office365.com:587"
-	case r.enhanced == "5.7.57":
+	case r.Enhanced == "5.7.57":
 		return failure.Config, "the server says the client did not authenticate before sending", "this is a bug of exo-sendmail: please report it with this output"
-	case r.enhanced == "4.3.2" || r.code == 432:
+	case r.Enhanced == "4.3.2" || r.Code == 432:
 		return failure.Throttled, "more than 3 connections to " + mb + " are open (the flusher, or other programs using this mailbox)", "try again in a few minutes"
 	case strings.Contains(text, "submissionquotaexceeded"):
 		return failure.Throttled, mb + " reached its 10,000 recipients per 24 hours", "wait until the rolling window frees (mailq shows the account paused)"
-	case r.code == 550 && strings.HasPrefix(r.enhanced, "5.2.25"):
+	case r.Code == 550 && strings.HasPrefix(r.Enhanced, "5.2.25"):
 		return failure.Throttled, "Exchange throttles " + mb + " after continuous errors", "fix the errors, then wait before sending again"
-	case r.enhanced == "5.7.708":
+	case r.Enhanced == "5.7.708":
 		return failure.Permanent, "Exchange Online does not accept traffic from this host's IP address", "contact Microsoft support to delist it"
-	case r.code >= 400 && r.code < 500:
+	case r.Code >= 400 && r.Code < 500:
 		return failure.Temporary, "the server is busy or closing the connection", "try again later"
 	}
 	return failure.Config, "", ""

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/exo-sendmail/exo-sendmail/conf"
+	"github.com/exo-sendmail/exo-sendmail/emulator"
 	"github.com/exo-sendmail/exo-sendmail/failure"
 	"github.com/exo-sendmail/exo-sendmail/token"
+	"github.com/exo-sendmail/exo-sendmail/transport"
 )
 
 func testChecker() *checker {
@@ -50,9 +52,9 @@ func TestExplainReply(t *testing.T) {
 		{"421 4.7.0 Server busy", nil, failure.Temporary, []string{"busy"}, nil},
 		{"550 5.7.708 Access denied, traffic not accepted from this IP", nil, failure.Permanent, []string{"delist"}, nil},
 	} {
-		r, ok := parseReply(tc.reply)
+		r, ok := transport.ParseReply(tc.reply)
 		if !ok {
-			t.Fatalf("parseReply(%q) failed", tc.reply)
+			t.Fatalf("ParseReply(%q) failed", tc.reply)
 		}
 		class, meaning, fix := c.explainReply(r, tc.claims)
 		text := meaning + " " + fix
@@ -72,24 +74,6 @@ func TestExplainReply(t *testing.T) {
 	}
 }
 
-func TestParseReply(t *testing.T) {
-	for in, want := range map[string]smtpReply{
-		"535 5.7.3 Authentication unsuccessful [host]": {535, "5.7.3", "Authentication unsuccessful [host]"},
-		"250 OK":      {250, "", "OK"},
-		"421":         {421, "", ""},
-		"550 4.1.1 x": {550, "", "4.1.1 x"}, // an enhanced code of another class is text
-	} {
-		if got, ok := parseReply(in); !ok || got != want {
-			t.Errorf("parseReply(%q) = %+v, %v; want %+v", in, got, ok, want)
-		}
-	}
-	for _, in := range []string{"", "HTTP 403 Forbidden", "99 x", "5355 x"} {
-		if _, ok := parseReply(in); ok {
-			t.Errorf("parseReply(%q) accepted", in)
-		}
-	}
-}
-
 func TestExplainNetwork(t *testing.T) {
 	c := testChecker()
 	for _, tc := range []struct {
@@ -99,8 +83,8 @@ func TestExplainNetwork(t *testing.T) {
 	}{
 		{x509.UnknownAuthorityError{}, failure.Config, "set ca_file"},
 		{x509.HostnameError{Certificate: &x509.Certificate{}, Host: "10.0.0.1"}, failure.Config, "DNS name"},
-		{errNoSTARTTLS, failure.Config, "smtp.office365.com:587"},
-		{fmt.Errorf("%w (AUTH LOGIN)", errNoXOAUTH2), failure.Config, "submission endpoint"},
+		{transport.ErrNoSTARTTLS, failure.Config, "smtp.office365.com:587"},
+		{fmt.Errorf("%w (AUTH: LOGIN)", transport.ErrNoXOAUTH2), failure.Config, "submission endpoint"},
 		{&net.DNSError{Err: "no such host", Name: "smtp.example", IsNotFound: true}, failure.Config, "no such host"},
 		{context.DeadlineExceeded, failure.Temporary, "no answer"},
 		{errors.New("connection reset by peer"), failure.Temporary, "try again"},
@@ -146,12 +130,33 @@ func scripted(t *testing.T, greeting string, script ...string) (addr string, got
 	return ln.Addr().String(), got
 }
 
+// fixedToken is a token source that always hands out the same token.
+type fixedToken string
+
+func (t fixedToken) Token(context.Context) (string, error)         { return string(t), nil }
+func (t fixedToken) Renew(context.Context, string) (string, error) { return string(t), nil }
+
+// authenticateAt runs the check's SMTP step against addr and returns the
+// report.
+func authenticateAt(t *testing.T, addr string) (*checker, string) {
+	t.Helper()
+	c := testChecker()
+	c.cfg.Hostname = "host.example.com"
+	c.ep.SMTPServer = addr
+	s := c.newSMTP(fixedToken("tok"))
+	defer s.Close()
+	if c.authenticate(context.Background(), s, nil) {
+		t.Fatal("authenticated")
+	}
+	return c, c.r.w.(*strings.Builder).String()
+}
+
 func TestSMTPWithoutSTARTTLS(t *testing.T) {
 	addr, got := scripted(t, "220 mail.example ESMTP\r\n",
 		"250-mail.example\r\n250-SIZE 1000\r\n250 AUTH LOGIN PLAIN\r\n")
-	_, _, err := smtpAuth(context.Background(), addr, "host.example.com", "alerts@contoso.com", "tok", nil)
-	if !errors.Is(err, errNoSTARTTLS) {
-		t.Fatalf("error %v, want errNoSTARTTLS", err)
+	c, out := authenticateAt(t, addr)
+	if !strings.Contains(out, "FAIL smtp: "+addr+" does not offer STARTTLS — smtp_server must be") || c.r.outcome() != Failed {
+		t.Errorf("report %q, outcome %v", out, c.r.outcome())
 	}
 	if lines := <-got; len(lines) != 1 || lines[0] != "EHLO host.example.com" {
 		t.Errorf("client said %q", lines)
@@ -160,14 +165,8 @@ func TestSMTPWithoutSTARTTLS(t *testing.T) {
 
 func TestSMTPGreetingRefused(t *testing.T) {
 	addr, _ := scripted(t, "421-4.3.2 Service not available\r\n421 4.3.2 closing\r\n")
-	_, _, err := smtpAuth(context.Background(), addr, "h", "m@x", "tok", nil)
-	var se *smtpError
-	if !errors.As(err, &se) || se.reply == nil || se.reply.code != 421 || se.reply.enhanced != "4.3.2" || se.stage != "greeting" {
-		t.Fatalf("error %#v", err)
-	}
-	c := testChecker()
-	c.smtpFailed(addr, err, nil)
-	if out := c.r.w.(*strings.Builder).String(); !strings.Contains(out, "answered greeting with 421 4.3.2 Service not available closing") || c.r.outcome() != TempFailed {
+	c, out := authenticateAt(t, addr)
+	if !strings.Contains(out, "answered greeting with 421 4.3.2 Service not available closing") || c.r.outcome() != TempFailed {
 		t.Errorf("report %q, outcome %v", out, c.r.outcome())
 	}
 }
@@ -179,5 +178,27 @@ func TestReportRedacts(t *testing.T) {
 	r.fail(failure.Config, "token", "server echoed eyJ0eXAiOiJKV1QifQ.payload.signature back", "")
 	if strings.Contains(out.String(), "payload.signature") || !strings.Contains(out.String(), "[hidden]") {
 		t.Errorf("report %q", out.String())
+	}
+}
+
+// A server certificate this host does not trust fails the TLS handshake
+// step with the ca_file remedy.
+func TestSMTPUntrustedCertificate(t *testing.T) {
+	e, err := emulator.Start(emulator.Config{Dir: t.TempDir(), Tenant: "contoso.onmicrosoft.com", Mailboxes: []emulator.Mailbox{{Address: "alerts@contoso.com"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	c := testChecker()
+	c.ep.SMTPServer, c.roots = e.SMTPAddr, x509.NewCertPool()
+	s := c.newSMTP(fixedToken("tok"))
+	defer s.Close()
+	if c.authenticate(context.Background(), s, nil) {
+		t.Fatal("authenticated with an untrusted certificate")
+	}
+	out := c.r.w.(*strings.Builder).String()
+	if !strings.Contains(out, "FAIL smtp: "+e.SMTPAddr+": the server's TLS certificate is signed by a CA this host does not trust") ||
+		!strings.Contains(out, "set ca_file") || c.r.outcome() != Failed {
+		t.Errorf("report %q, outcome %v", out, c.r.outcome())
 	}
 }

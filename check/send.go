@@ -16,16 +16,6 @@ import (
 	"github.com/exo-sendmail/exo-sendmail/transport"
 )
 
-// sendSMTP sends the test message through the account's SMTP transport.
-func (c *checker) sendSMTP(ctx context.Context, src *token.Source, cl *token.Claims) {
-	s := transport.NewSMTP(transport.SMTPConfig{
-		Server: c.ep.SMTPServer, Mailbox: c.a.Mailbox, HeloName: c.cfg.Hostname, RootCAs: c.roots, Tokens: src,
-		DialTimeout: dialTimeout, CommandTimeout: sessionTimeout, DataTimeout: sessionTimeout,
-	})
-	defer s.Close()
-	c.send(ctx, s, cl, "")
-}
-
 // sendGraph sends the test message through the account's Graph transport.
 func (c *checker) sendGraph(ctx context.Context, src *token.Source) {
 	g := transport.NewGraph(transport.GraphConfig{
@@ -72,12 +62,12 @@ func (c *checker) sendFailed(err error, cl *token.Claims, meaning, fix string) {
 		said = fe.Err.Error()
 	}
 	class := fe.Class
-	if r, ok := parseReply(said); ok {
+	if r, ok := transport.ParseReply(said); ok {
 		if cls, m, f := c.explainReply(r, cl); m != "" {
 			class, meaning, fix = cls, m, f
 		}
 	} else if strings.Contains(said, "ErrorSendAsDenied") {
-		class, meaning, fix = c.explainReply(smtpReply{code: 554, text: "SendAsDenied"}, cl)
+		class, meaning, fix = c.explainReply(transport.Reply{Code: 554, Lines: []string{"SendAsDenied"}}, cl)
 	}
 	if fix == "" {
 		fix = fe.Remedy
