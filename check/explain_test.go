@@ -84,7 +84,7 @@ func TestExplainNetwork(t *testing.T) {
 		{x509.UnknownAuthorityError{}, failure.Config, "set ca_file"},
 		{x509.HostnameError{Certificate: &x509.Certificate{}, Host: "10.0.0.1"}, failure.Config, "DNS name"},
 		{transport.ErrNoSTARTTLS, failure.Config, "smtp.office365.com:587"},
-		{fmt.Errorf("%w (AUTH: LOGIN)", transport.ErrNoXOAUTH2), failure.Config, "submission endpoint"},
+		{fmt.Errorf("%w (AUTH LOGIN)", transport.ErrNoXOAUTH2), failure.Config, "smtp.example:587 does not offer AUTH XOAUTH2 (AUTH LOGIN) smtp_server must be"},
 		{&net.DNSError{Err: "no such host", Name: "smtp.example", IsNotFound: true}, failure.Config, "no such host"},
 		{context.DeadlineExceeded, failure.Temporary, "no answer"},
 		{errors.New("connection reset by peer"), failure.Temporary, "try again"},

@@ -74,7 +74,7 @@ func (c *checker) explainNetwork(server, stage string, err error) (failure.Class
 		return failure.Config, fmt.Sprintf("%s does not offer STARTTLS", server),
 			"smtp_server must be Exchange Online's submission endpoint, smtp.office365.com:587 (ports 25 and 465 are not for this)"
 	case errors.Is(err, transport.ErrNoXOAUTH2):
-		return failure.Config, fmt.Sprintf("%s: %v", server, err),
+		return failure.Config, fmt.Sprintf("%s %v", server, err),
 			"smtp_server must be Exchange Online's submission endpoint, smtp.office365.com:587"
 	case errors.As(err, &unknownCA):
 		return failure.Config, fmt.Sprintf("%s: the server's TLS certificate is signed by a CA this host does not trust (%v)", server, err),

@@ -110,13 +110,13 @@ func TestSMTPConnectSteps(t *testing.T) {
 		{"greeting refused", greeter(t, "554-5.3.2 Service unavailable\r\n554 5.3.2 closing\r\n"), pool, "greeting", failure.Config,
 			"554 5.3.2 Service unavailable closing", nil},
 		{"no STARTTLS", startScript(t, srvTLS, &script{noStartTLS: true}).addr, pool, "STARTTLS", failure.Config, "", func(err error) bool {
-			return errors.Is(err, ErrNoSTARTTLS)
+			return errors.Is(err, ErrNoSTARTTLS) && strings.Contains(err.Error(), "does not offer STARTTLS")
 		}},
 		{"untrusted certificate", startScript(t, srvTLS, &script{}).addr, otherPool, "TLS handshake", failure.Config, "", func(err error) bool {
 			return errors.As(err, &unknownCA)
 		}},
 		{"no XOAUTH2", startScript(t, srvTLS, &script{caps: []string{"AUTH LOGIN PLAIN"}}).addr, pool, "AUTH", failure.Config, "", func(err error) bool {
-			return errors.Is(err, ErrNoXOAUTH2) && strings.Contains(err.Error(), "AUTH: LOGIN PLAIN")
+			return errors.Is(err, ErrNoXOAUTH2) && strings.Contains(err.Error(), "does not offer AUTH XOAUTH2 (AUTH LOGIN PLAIN)")
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -72,10 +72,12 @@ type StepError struct {
 func (e *StepError) Error() string { return e.Err.Error() }
 func (e *StepError) Unwrap() error { return e.Err }
 
-// Causes of a server that is not a submission server, under a StepError.
+// Causes of a server that is not a submission server, under a StepError;
+// their text follows the server's name: "server smtp.example:25 does not
+// offer STARTTLS".
 var (
-	ErrNoSTARTTLS = errors.New("the server does not offer STARTTLS")
-	ErrNoXOAUTH2  = errors.New("the server does not offer AUTH XOAUTH2")
+	ErrNoSTARTTLS = errors.New("does not offer STARTTLS")
+	ErrNoXOAUTH2  = errors.New("does not offer AUTH XOAUTH2")
 )
 
 // refused classifies the server's refusal at a step of connecting.

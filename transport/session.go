@@ -74,7 +74,7 @@ func (s *session) open(ctx context.Context, cfg *SMTPConfig, host string) error 
 	}
 	if _, ok := s.ext["STARTTLS"]; !ok {
 		return &failure.Error{Class: failure.Config,
-			Err:    fmt.Errorf("SMTP %s: %w", s.server, &StepError{Step: "STARTTLS", Err: ErrNoSTARTTLS}),
+			Err:    fmt.Errorf("server %s %w", s.server, &StepError{Step: "STARTTLS", Err: ErrNoSTARTTLS}),
 			Remedy: "exo-sendmail never sends credentials in clear text: point server at Exchange Online submission (smtp.office365.com:587)"}
 	}
 	r, err = s.cmd("STARTTLS", "STARTTLS")

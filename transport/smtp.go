@@ -200,7 +200,7 @@ func (c *SMTP) authenticate(ctx context.Context, sess *session, tok string) (Rep
 			mechs = "none"
 		}
 		return Reply{}, &failure.Error{Class: failure.Config,
-			Err:    fmt.Errorf("SMTP %s: %w", c.cfg.Server, &StepError{Step: "AUTH", Err: fmt.Errorf("%w (AUTH: %s)", ErrNoXOAUTH2, mechs)}),
+			Err:    fmt.Errorf("server %s %w", c.cfg.Server, &StepError{Step: "AUTH", Err: fmt.Errorf("%w (AUTH %s)", ErrNoXOAUTH2, mechs)}),
 			Remedy: "point server at Exchange Online submission (smtp.office365.com:587)"}
 	}
 	stop := context.AfterFunc(ctx, sess.close)
