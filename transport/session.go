@@ -87,8 +87,8 @@ func (s *session) open(ctx context.Context, cfg *SMTPConfig, host string) error 
 	if s.br.Buffered() > 0 {
 		// Bytes sent before the handshake would be read as if they came
 		// through TLS (STARTTLS command injection).
-		return failure.Wrap(failure.Temporary, fmt.Errorf("SMTP %s: %w", s.server,
-			&StepError{Step: "STARTTLS", Err: errors.New("the server sent data after its STARTTLS reply")}))
+		return failure.Wrap(failure.Temporary, fmt.Errorf("server %s %w", s.server,
+			&StepError{Step: "STARTTLS", Err: errors.New("sent data after its STARTTLS reply")}))
 	}
 	tc := tls.Client(s.raw, &tls.Config{ServerName: host, RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12})
 	s.raw.SetDeadline(time.Now().Add(cfg.DialTimeout))
