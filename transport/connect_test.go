@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -64,8 +65,9 @@ func TestSMTPConnectNoRenew(t *testing.T) {
 	}
 }
 
-// greeter accepts one connection, writes greeting and closes it.
-func greeter(t *testing.T, greeting string) string {
+// plain serves one connection in clear text: it writes greeting, then
+// for each line it reads the next of replies, and closes.
+func plain(t *testing.T, greeting string, replies ...string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,6 +81,13 @@ func greeter(t *testing.T, greeting string) string {
 		}
 		defer c.Close()
 		io.WriteString(c, greeting)
+		br := bufio.NewReader(c)
+		for _, r := range replies {
+			if _, err := br.ReadString('\n'); err != nil {
+				return
+			}
+			io.WriteString(c, r)
+		}
 	}()
 	return ln.Addr().String()
 }
@@ -107,8 +116,12 @@ func TestSMTPConnectSteps(t *testing.T) {
 			var op *net.OpError
 			return errors.As(err, &op)
 		}},
-		{"greeting refused", greeter(t, "554-5.3.2 Service unavailable\r\n554 5.3.2 closing\r\n"), pool, "greeting", failure.Config,
+		{"greeting refused", plain(t, "554-5.3.2 Service unavailable\r\n554 5.3.2 closing\r\n"), pool, "greeting", failure.Config,
 			"554 5.3.2 Service unavailable closing", nil},
+		{"STARTTLS refused", plain(t, "220 ready\r\n", "250-hello\r\n250 STARTTLS\r\n", "454 4.7.0 TLS not available\r\n"), pool,
+			"STARTTLS", failure.Temporary, "454 4.7.0 TLS not available", nil},
+		{"data after the STARTTLS reply", plain(t, "220 ready\r\n", "250-hello\r\n250 STARTTLS\r\n", "220 go ahead\r\n250 injected\r\n"), pool,
+			"STARTTLS", failure.Temporary, "", func(err error) bool { return strings.Contains(err.Error(), "sent data after its STARTTLS reply") }},
 		{"no STARTTLS", startScript(t, srvTLS, &script{noStartTLS: true}).addr, pool, "STARTTLS", failure.Config, "", func(err error) bool {
 			return errors.Is(err, ErrNoSTARTTLS) && strings.Contains(err.Error(), "does not offer STARTTLS")
 		}},
