@@ -8,22 +8,18 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/conf"
 	"github.com/exo-sendmail/exo-sendmail/failure"
 	"github.com/exo-sendmail/exo-sendmail/token"
 )
 
 // expirySoon is when an expiring certificate is worth a warning.
 const expirySoon = 30 * 24 * time.Hour
-
-// guid is the shape of a Secret ID, which administrators paste instead of
-// the secret's Value (AADSTS7000215).
-var guid = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // credentials checks the files the token source will read. false: no
 // token can be fetched with them.
@@ -111,7 +107,7 @@ func (c *checker) secretFile() bool {
 	c.r.ok("secret", "%s", describe(f))
 	c.private(f)
 	switch {
-	case guid.MatchString(strings.TrimSpace(secret)):
+	case conf.IsGUID(strings.TrimSpace(secret)): // a Secret ID pasted instead of the Value
 		c.r.warn("secret", fmt.Sprintf("client secret file %s holds a GUID: that is the shape of a Secret ID, not of a secret's Value", f.Path),
 			"copy the Value column (shown only when the secret is created; else add a new secret) from Entra > App registrations > Certificates & secrets")
 	case strings.TrimSpace(secret) != secret || strings.ContainsAny(secret, "\"'"):

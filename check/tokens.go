@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/conf"
 	"github.com/exo-sendmail/exo-sendmail/failure"
 	"github.com/exo-sendmail/exo-sendmail/token"
 )
@@ -25,8 +25,6 @@ var audiences = map[string][]string{
 	"smtp":  {"https://outlook.office365.com", "https://outlook.office.com", "https://outlook.office365.us", "00000002-0000-0ff1-ce00-000000000000"},
 	"graph": {"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"},
 }
-
-var aadsts = regexp.MustCompile(`AADSTS(\d+)`)
 
 // token fetches a new token for scope from the account's token endpoint,
 // shows its claims and warns about the mismatches it shows. side is "smtp"
@@ -88,9 +86,9 @@ func (c *checker) tokenFailed(err error, cachedUntil time.Time) {
 		said = fe.Err.Error()
 	}
 	text := said
-	if m := aadsts.FindStringSubmatch(said); m != nil {
-		if _, remedy := token.Explain(m[1]); remedy != "" {
-			text = "AADSTS" + m[1] + ": " + remedy + "\n" + said
+	if code := token.AADSTSCode(said); code != "" {
+		if _, remedy := token.Explain(code); remedy != "" {
+			text = "AADSTS" + code + ": " + remedy + "\n" + said
 		}
 	}
 	if !cachedUntil.IsZero() && time.Now().Before(cachedUntil) {
@@ -141,7 +139,7 @@ func (c *checker) mismatches(side, scope string, cl *token.Claims) {
 			"fine only if the mailbox is granted through RBAC for Applications (New-ManagementRoleAssignment -Role 'Application Mail.Send'); "+
 				"otherwise add it in Entra > App registrations > API permissions > Add a permission > Microsoft Graph > Application permissions > Mail.Send, then Grant admin consent")
 	}
-	if guid.MatchString(a.Tenant) && !strings.EqualFold(cl.TenantID, a.Tenant) {
+	if conf.IsGUID(a.Tenant) && !strings.EqualFold(cl.TenantID, a.Tenant) {
 		c.r.warn("claims", fmt.Sprintf("the token was issued by tenant %s, but tenant = %s", orNone(cl.TenantID), a.Tenant),
 			"check tenant and token_url")
 	}

@@ -106,8 +106,7 @@ func (s *Source) classify(err error, hidden string) error {
 	}
 	code := ""
 	var body entraError
-	if m := aadstsCode().FindStringSubmatch(re.ErrorDescription); m != nil {
-		code = m[1]
+	if code = AADSTSCode(re.ErrorDescription); code != "" {
 	} else if json.Unmarshal(re.Body, &body) == nil && len(body.ErrorCodes) > 0 {
 		code = strconv.Itoa(body.ErrorCodes[0])
 	}
@@ -166,4 +165,13 @@ func retryAfter(v string, now time.Time) time.Duration {
 // package but never fetches a token: its start-up time counts.
 func lazyRegexp(pattern string) func() *regexp.Regexp {
 	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(pattern) })
+}
+
+// AADSTSCode returns the number of the first AADSTS code in text
+// ("AADSTS7000215: Invalid client secret…" → "7000215"), "" if none.
+func AADSTSCode(text string) string {
+	if m := aadstsCode().FindStringSubmatch(text); m != nil {
+		return m[1]
+	}
+	return ""
 }
