@@ -3,6 +3,7 @@ package crashtest
 import (
 	"bytes"
 	"fmt"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -81,6 +82,48 @@ func twoFlushers(t *testing.T) {
 	}
 	if left := tn.leftovers(); len(left) > 0 {
 		t.Errorf("files left in the spool after every message was delivered: %v", left)
+	}
+}
+
+// TestPacingSharedByTwoFlushers: messages_per_minute is a limit of the
+// mailbox, kept in a ledger on disk (state_dir/pace/) "so that successive
+// queue runs and restarts share it". Two flushers running at once (the
+// daemon and a `sendmail -q`, or two queue runs from cron) must share it
+// too: together they may send at most 30 messages in any 60 s, and the
+// emulator, enforcing Exchange's limits, must never refuse one
+// (451 4.7.500). Each flusher uses one connection, so the three-connection
+// limit is not in play. In 10 s (inside any 60 s window, however slow the
+// machine) at most 30 of the 45 queued messages may arrive.
+func TestPacingSharedByTwoFlushers(t *testing.T) {
+	tn := newTenant(t, "messages_per_minute = 30\nmax_connections = 1", func(c *emulator.Config) { c.Limits = true })
+	for i := range 45 {
+		tn.enqueue(i)
+	}
+	var outs [2]bytes.Buffer
+	var runs [2]*exec.Cmd
+	for k := range runs {
+		runs[k] = tn.command("-q")
+		runs[k].Stdout, runs[k].Stderr = &outs[k], &outs[k]
+		if err := runs[k].Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	window := time.NewTimer(10 * time.Second)
+	<-window.C
+	for _, r := range runs {
+		r.Process.Signal(syscall.SIGTERM)
+	}
+	for _, r := range runs {
+		r.Wait()
+	}
+	st := tn.emu.Stats()
+	n := len(tn.emu.Messages())
+	t.Logf("accepted in the first 10 s: %d; throttling replies: %d; SMTP connections: %d", n, st.ThrottleReplies, st.SMTPConnections)
+	if n > 30 {
+		t.Errorf("two flushers sent %d messages for one mailbox within 10 s; messages_per_minute is 30: each paces by its own copy of the ledger", n)
+	}
+	if st.ThrottleReplies > 0 {
+		t.Errorf("the emulator refused %d message(s) for exceeding 30 per minute", st.ThrottleReplies)
 	}
 }
 

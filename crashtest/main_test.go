@@ -55,11 +55,12 @@ type tenant struct {
 }
 
 // newTenant starts the emulator and writes the configuration; account is
-// appended to the [[account]] block (limits, max_connections...).
-func newTenant(t *testing.T, account string) *tenant {
+// appended to the [[account]] block (limits, max_connections...); tune
+// changes the emulator's configuration.
+func newTenant(t *testing.T, account string, tune ...func(*emulator.Config)) *tenant {
 	t.Helper()
 	dir := t.TempDir()
-	emu, err := emulator.Start(emulator.Config{
+	ecfg := emulator.Config{
 		Dir:    filepath.Join(dir, "emulator"),
 		Tenant: "contoso.onmicrosoft.com",
 		Apps: []emulator.App{{
@@ -67,7 +68,11 @@ func newTenant(t *testing.T, account string) *tenant {
 			SMTPRole: true, Mailboxes: []string{mailbox},
 		}},
 		Mailboxes: []emulator.Mailbox{{Address: mailbox, SendAs: []string{sendAs}}},
-	})
+	}
+	for _, f := range tune {
+		f(&ecfg)
+	}
+	emu, err := emulator.Start(ecfg)
 	if err != nil {
 		t.Fatal(err)
 	}
