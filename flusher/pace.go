@@ -7,20 +7,20 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pace keeps a mailbox within Exchange's submission limits: at most
 // perMinute messages in any 60 seconds (a sliding window, so a backlog
 // drains at the limit without a throttling reply) and perDay recipients in
-// any 24 hours. The ledger is kept on disk so that successive queue runs
-// and restarts share it. A limit of 0 is off.
+// any 24 hours. The ledger lives on disk and every booking is a locked
+// read-modify-write of it, so that the daemon and a queue run, or two
+// queue runs, share one pace. A limit of 0 is off.
 type pace struct {
 	perMinute, perDay int
 	path              string
-
-	mu     sync.Mutex
-	loaded bool
-	ledger ledger
+	mu                sync.Mutex // one booking at a time within the process
 }
 
 type ledger struct {
@@ -40,42 +40,46 @@ func newPace(path string, perMinute, perDay int) *pace {
 	return &pace{perMinute: perMinute, perDay: perDay, path: path}
 }
 
+func (p *pace) off() bool { return p.perMinute <= 0 && p.perDay <= 0 }
+
 // take waits until a message to n recipients may go, and books it. It
 // returns early with the time the daily budget frees up when the budget is
 // spent (the caller defers the message instead of waiting for hours).
 func (p *pace) take(ctx context.Context, n int) (dayFull time.Time, ok bool) {
-	if p.perMinute <= 0 && p.perDay <= 0 {
+	if p.off() {
 		return time.Time{}, ctx.Err() == nil
 	}
 	for {
-		p.mu.Lock()
-		p.load()
-		now := time.Now()
-		p.prune(now)
-		if p.perDay > 0 {
-			total := 0
-			for _, s := range p.ledger.Recipients {
-				total += s.N
-			}
-			if total+n > p.perDay && len(p.ledger.Recipients) > 0 {
-				free := p.ledger.Recipients[0].At.Add(24 * time.Hour)
-				p.mu.Unlock()
-				return free, false
-			}
-		}
 		var delay time.Duration
-		if p.perMinute > 0 && len(p.ledger.Messages) >= p.perMinute {
-			oldest := p.ledger.Messages[len(p.ledger.Messages)-p.perMinute]
-			delay = oldest.Add(time.Minute + margin).Sub(now)
-		}
-		if delay <= 0 {
-			p.ledger.Messages = append(p.ledger.Messages, now)
-			p.ledger.Recipients = append(p.ledger.Recipients, sent{At: now, N: n})
-			p.save()
-			p.mu.Unlock()
+		booked := false
+		p.update(func(l *ledger, now time.Time) bool {
+			if p.perDay > 0 {
+				total := 0
+				for _, s := range l.Recipients {
+					total += s.N
+				}
+				if total+n > p.perDay && len(l.Recipients) > 0 {
+					dayFull = l.Recipients[0].At.Add(24 * time.Hour)
+					return false
+				}
+			}
+			if p.perMinute > 0 && len(l.Messages) >= p.perMinute {
+				oldest := l.Messages[len(l.Messages)-p.perMinute]
+				if delay = oldest.Add(time.Minute + margin).Sub(now); delay > 0 {
+					return false
+				}
+			}
+			l.Messages = append(l.Messages, now)
+			l.Recipients = append(l.Recipients, sent{At: now, N: n})
+			booked = true
+			return true
+		})
+		if booked {
 			return time.Time{}, true
 		}
-		p.mu.Unlock()
+		if !dayFull.IsZero() {
+			return dayFull, false
+		}
 		if !wait(ctx, delay) {
 			return time.Time{}, false
 		}
@@ -84,50 +88,63 @@ func (p *pace) take(ctx context.Context, n int) (dayFull time.Time, ok bool) {
 
 // refund gives back a booking whose message was not accepted.
 func (p *pace) refund(n int) {
-	if p.perMinute <= 0 && p.perDay <= 0 {
+	if p.off() {
 		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if k := len(p.ledger.Recipients); k > 0 {
-		p.ledger.Recipients[k-1].N -= n
-	}
-	p.save()
+	p.update(func(l *ledger, _ time.Time) bool {
+		if k := len(l.Recipients); k > 0 {
+			l.Recipients[k-1].N -= n
+			return true
+		}
+		return false
+	})
 }
 
-func (p *pace) prune(now time.Time) {
-	m := p.ledger.Messages
+// update runs change on the ledger under an exclusive lock shared with
+// every other process of the service user, and saves it when change says
+// so. Without the lock file (a read-only state dir) the ledger still
+// works, for this process alone.
+func (p *pace) update(change func(l *ledger, now time.Time) (save bool)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	os.MkdirAll(filepath.Dir(p.path), 0o700)
+	if lock, err := os.OpenFile(p.path+".lock", os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		defer lock.Close() // releases the flock
+		unix.Flock(int(lock.Fd()), unix.LOCK_EX)
+	}
+	var l ledger
+	if b, err := os.ReadFile(p.path); err == nil {
+		json.Unmarshal(b, &l) // a damaged ledger starts empty
+	}
+	now := time.Now()
+	l.prune(now)
+	if change(&l, now) {
+		l.save(p.path)
+	}
+}
+
+func (l *ledger) prune(now time.Time) {
+	m := l.Messages
 	for len(m) > 0 && now.Sub(m[0]) > time.Minute+margin {
 		m = m[1:]
 	}
-	p.ledger.Messages = m
-	r := p.ledger.Recipients
+	l.Messages = m
+	r := l.Recipients
 	for len(r) > 0 && now.Sub(r[0].At) > 24*time.Hour {
 		r = r[1:]
 	}
-	p.ledger.Recipients = r
-}
-
-func (p *pace) load() {
-	if p.loaded {
-		return
-	}
-	p.loaded = true
-	if b, err := os.ReadFile(p.path); err == nil {
-		json.Unmarshal(b, &p.ledger) // a damaged ledger starts empty
-	}
+	l.Recipients = r
 }
 
 // save writes the ledger: atomically, but without fsync: it is advice for
 // pacing, and losing the last entries in a crash is harmless.
-func (p *pace) save() {
-	b, err := json.Marshal(p.ledger)
+func (l *ledger) save(path string) {
+	b, err := json.Marshal(l)
 	if err != nil {
 		return
 	}
-	os.MkdirAll(filepath.Dir(p.path), 0o700)
-	tmp := p.path + ".tmp"
+	tmp := path + ".tmp"
 	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, p.path)
+		os.Rename(tmp, path)
 	}
 }
