@@ -43,6 +43,7 @@ func (f *Flusher) Daemon(ctx context.Context, opts DaemonOptions) error {
 		return err
 	}
 	defer lock.Unlock()
+	defer f.removals.flush(f.spool)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching %s: %w", f.cfg.SpoolDir, err)
@@ -90,6 +91,9 @@ func (f *Flusher) Daemon(ctx context.Context, opts DaemonOptions) error {
 		wake := time.Hour
 		if next := f.nextDue(); !next.IsZero() {
 			wake = max(time.Until(next), 10*time.Millisecond)
+		}
+		if f.removals.unsynced() {
+			wake = min(wake, removalSync)
 		}
 		if f.busy() {
 			idleSince = time.Now()
@@ -140,6 +144,7 @@ func (f *Flusher) Daemon(ctx context.Context, opts DaemonOptions) error {
 			reloading = true
 			batch.cancel()
 		case <-timer.C:
+			f.removals.flush(f.spool)
 		}
 	}
 }

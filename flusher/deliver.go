@@ -261,10 +261,11 @@ func (f *Flusher) settle(e *queue.Entry, st *queue.State, reason string) outcome
 		f.log.Printf("%s: cannot queue the bounce, will try again: %v", e.ID, err)
 	}
 	if len(pendingTargets(st, f.targets(&e.Envelope))) == 0 && !hasStatus(st, queue.Failed) {
-		if err := f.spool.Remove(e.ID); err != nil {
+		if err := f.spool.RemoveUnsynced(e.ID); err != nil {
 			f.log.Printf("%s: delivered but cannot be removed: %v", e.ID, err)
 			return outcome{due: time.Now().Add(f.cfg.Queue.RetryMax)}
 		}
+		f.removals.note(f.spool)
 		f.log.Printf("%s: removed", e.ID)
 		return outcome{removed: true}
 	}

@@ -40,10 +40,55 @@ type Flusher struct {
 	accounts map[string]*account
 	acctErr  map[string]error // accounts whose runtime could not be built
 
-	mu      sync.Mutex
-	index   map[string]*item // the schedule; rebuilt by scan
-	running map[string]bool  // accounts delivering a batch now
-	stats   Stats
+	mu       sync.Mutex
+	index    map[string]*item // the schedule; rebuilt by scan
+	running  map[string]bool  // accounts delivering a batch now
+	stats    Stats
+	removals removals
+}
+
+// removalSync is how long a removal may wait for the fsync that makes it
+// durable: removals share that fsync (see queue.RemoveUnsynced).
+const removalSync = 100 * time.Millisecond
+
+// removals batches the fsyncs of queue/ after delivered mail is removed.
+type removals struct {
+	mu       sync.Mutex
+	pending  bool
+	lastSync time.Time
+}
+
+// note records a removal; it syncs when the last sync is older than
+// removalSync.
+func (r *removals) note(s *queue.Spool) {
+	r.mu.Lock()
+	r.pending = true
+	due := time.Since(r.lastSync) >= removalSync
+	r.mu.Unlock()
+	if due {
+		r.flush(s)
+	}
+}
+
+// flush makes every removal so far durable (also at a run's end and when
+// the daemon stops).
+func (r *removals) flush(s *queue.Spool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.pending {
+		return
+	}
+	r.pending, r.lastSync = false, time.Now()
+	if err := s.SyncRemovals(); err != nil {
+		r.pending = true // the next removal or flush tries again
+	}
+}
+
+// unsynced reports whether removals wait for their fsync.
+func (r *removals) unsynced() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pending
 }
 
 // Stats counts what a run did.
@@ -114,6 +159,7 @@ func (f *Flusher) RunOnce(ctx context.Context) error {
 	for n := f.launch(ctx, done); n > 0; n-- {
 		<-done
 	}
+	f.removals.flush(f.spool)
 	return nil
 }
 

@@ -272,7 +272,7 @@ func (s *Spool) quarantine(src, id, reason string) (Quarantined, error) {
 		return q, &Error{Op: "quarantine", Path: dir, Err: err}
 	}
 	reasonFile := filepath.Join(dir, id+".reason")
-	if err := writeFileAtomic(reasonFile, []byte(reason+"\n"), 0o600); err != nil {
+	if err := writeFileAtomic(reasonFile, []byte(reason+"\n"), 0o600, true); err != nil {
 		return q, &Error{Op: "quarantine", Path: dir, Err: err}
 	}
 	if err := os.Rename(src, filepath.Join(dir, id)); err != nil {
@@ -380,13 +380,32 @@ func (s *Spool) Tidy() {
 	}
 }
 
-// Remove deletes a delivered (or deleted) entry and its state. The caller
-// holds the claim, so no other flusher is delivering it.
+// Remove deletes an entry and its state, durably. The caller holds the
+// claim, so no other flusher is delivering it.
 func (s *Spool) Remove(id string) error {
+	if err := s.RemoveUnsynced(id); err != nil {
+		return err
+	}
+	return s.SyncRemovals()
+}
+
+// RemoveUnsynced deletes an entry and its state without waiting for the
+// removal to reach the disk; SyncRemovals makes all removals so far
+// durable. A flusher removing delivered mail shares one fsync between many
+// removals: a power cut before it can bring a delivered message back (it
+// is delivered twice), never lose one. The entry goes first: a state left
+// without its entry is tidied away, an entry without its state would be
+// delivered again.
+func (s *Spool) RemoveUnsynced(id string) error {
 	if err := os.Remove(s.path(QueueDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return &Error{Op: "remove", Path: s.path(QueueDir, id), Err: err}
 	}
 	os.Remove(s.path(QueueDir, id+".state"))
+	return nil
+}
+
+// SyncRemovals makes the removals from queue/ so far durable.
+func (s *Spool) SyncRemovals() error {
 	if err := syncDir(s.path(QueueDir)); err != nil {
 		return &Error{Op: "fsync", Path: s.path(QueueDir), Err: err}
 	}
