@@ -331,7 +331,10 @@ func (f *Flusher) waitWithReason(id string, until time.Time, fe *failure.Error, 
 		f.done(id, f.settle(e, st, fmt.Sprintf("the message waited the whole queue lifetime of %s: %s", f.cfg.Queue.Lifetime, text)))
 		return
 	}
-	if st.LastError != text || !st.NextAttempt.Equal(until) {
+	// Written once per reason, not per round: with a large queue held
+	// behind a broken account, rewriting every state each round would cost
+	// more than the round. The schedule keeps the due time.
+	if st.LastError != text {
 		st.LastError, st.ErrorClass, st.NextAttempt = text, fe.Class.String(), until
 		f.spool.SaveState(id, st)
 	}
