@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/exo-sendmail/exo-sendmail/conf"
@@ -42,11 +44,48 @@ type account struct {
 
 	pace *pace
 
-	mu             sync.Mutex
-	pausedUntil    time.Time
-	pauseErr       *failure.Error
-	configFailures int // consecutive configuration errors: the pause grows
-	statusFile     string
+	tokenFailedAt atomic.Int64 // when the token source last failed (unix ns)
+
+	mu          sync.Mutex
+	pausedUntil time.Time
+	pauseErr    *failure.Error
+	failures    int // consecutive account-wide failures: the pause grows
+	statusFile  string
+}
+
+// watchedTokens notes when an account's token source fails: a token that
+// cannot be had (Entra unreachable, credentials refused) concerns the whole
+// account, and must pause it rather than be asked for again by each queued
+// message in turn.
+type watchedTokens struct {
+	src      *token.Source
+	failedAt *atomic.Int64
+}
+
+func (w watchedTokens) Token(ctx context.Context) (string, error) {
+	t, err := w.src.Token(ctx)
+	if err != nil {
+		w.failedAt.Store(time.Now().UnixNano())
+	}
+	return t, err
+}
+
+func (w watchedTokens) Renew(ctx context.Context, stale string) (string, error) {
+	t, err := w.src.Renew(ctx, stale)
+	if err != nil {
+		w.failedAt.Store(time.Now().UnixNano())
+	}
+	return t, err
+}
+
+// accountWide reports whether a failure of a transaction that started at
+// start concerns the account rather than the message: no token could be
+// had, or the connection failed before it was authenticated, or Graph (one
+// endpoint per mailbox) could not be reached.
+func (a *account) accountWide(fe *failure.Error, start time.Time) bool {
+	var step *transport.StepError
+	return a.tokenFailedAt.Load() >= start.UnixNano() || errors.As(fe, &step) ||
+		(a.graph != nil && fe.Class == failure.Temporary)
 }
 
 // newAccount builds the runtime of a configured account. It reads no
@@ -73,6 +112,9 @@ func newAccount(cfg *conf.Config, a *conf.Account, trace io.Writer) (*account, e
 		})
 	}
 	acc := &account{conf: a, statusFile: filepath.Join(cfg.StateDir, "accounts", a.Name+".json")}
+	watched := func(s *token.Source) transport.TokenSource {
+		return watchedTokens{src: s, failedAt: &acc.tokenFailedAt}
+	}
 	if a.Transport == "smtp" || a.SMTPFallback {
 		tokens, err := source(ep.SMTPScope)
 		if err != nil {
@@ -83,7 +125,7 @@ func newAccount(cfg *conf.Config, a *conf.Account, trace io.Writer) (*account, e
 		acc.smtp = func() transport.Sender {
 			return transport.NewSMTP(transport.SMTPConfig{
 				Server: server, Mailbox: a.Mailbox, HeloName: cfg.Hostname, RootCAs: roots,
-				Tokens: tokens, Trace: trace,
+				Tokens: watched(tokens), Trace: trace,
 			})
 		}
 	}
@@ -95,7 +137,7 @@ func newAccount(cfg *conf.Config, a *conf.Account, trace io.Writer) (*account, e
 		url := ep.GraphURL
 		acc.relay = url
 		acc.graph = func() transport.Sender {
-			return transport.NewGraph(transport.GraphConfig{URL: url, Mailbox: a.Mailbox, Tokens: tokens, RootCAs: roots})
+			return transport.NewGraph(transport.GraphConfig{URL: url, Mailbox: a.Mailbox, Tokens: watched(tokens), RootCAs: roots})
 		}
 	}
 	acc.pace = newPace(filepath.Join(cfg.StateDir, "pace", a.Mailbox+".json"), a.MessagesPerMinute, a.RecipientsPerDay)
@@ -123,12 +165,13 @@ func (a *account) pause(until time.Time, err *failure.Error) {
 	a.saveStatus()
 }
 
-// pauseConfig pauses the account after a configuration error, longer
-// each time it happens again, and returns until when.
-func (a *account) pauseConfig(err *failure.Error, backoff func(int) time.Duration) time.Time {
+// pauseGrowing pauses the account after an account-wide failure (its
+// configuration, or Exchange unreachable), longer each time it happens
+// again, and returns until when.
+func (a *account) pauseGrowing(err *failure.Error, backoff func(int) time.Duration) time.Time {
 	a.mu.Lock()
-	a.configFailures++
-	until := time.Now().Add(backoff(a.configFailures))
+	a.failures++
+	until := time.Now().Add(backoff(a.failures))
 	a.mu.Unlock()
 	a.pause(until, err)
 	return until
@@ -151,7 +194,7 @@ func (a *account) resume() {
 	if a.pauseErr == nil && a.pausedUntil.IsZero() {
 		return
 	}
-	a.pausedUntil, a.pauseErr, a.configFailures = time.Time{}, nil, 0
+	a.pausedUntil, a.pauseErr, a.failures = time.Time{}, nil, 0
 	os.Remove(a.statusFile)
 }
 

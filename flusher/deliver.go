@@ -144,12 +144,13 @@ func (f *Flusher) deliver(ctx context.Context, acc *account, s transport.Sender,
 		}
 		// The transaction in flight finishes even when the flusher is told
 		// to stop: the transport's own timeouts bound it.
+		start := time.Now()
 		res, err := f.send(context.WithoutCancel(ctx), acc, s, msg)
 		if err != nil {
 			acc.pace.refund(len(chunk))
 			fe := asFailure(err)
 			if len(res.Rejected) == 0 || fe.Class == failure.Config || fe.Class == failure.Throttled {
-				if f.failed(id, acc, st, env, chunk, fe, &out) {
+				if f.failed(id, acc, st, env, chunk, fe, start, &out) {
 					break
 				}
 				continue
@@ -203,7 +204,7 @@ func (f *Flusher) send(ctx context.Context, acc *account, s transport.Sender, ms
 
 // failed records a transaction that failed as a whole. It returns true when
 // the rest of the message's recipients must wait too.
-func (f *Flusher) failed(id string, acc *account, st *queue.State, env *queue.Envelope, chunk []target, fe *failure.Error, out *outcome) bool {
+func (f *Flusher) failed(id string, acc *account, st *queue.State, env *queue.Envelope, chunk []target, fe *failure.Error, start time.Time, out *outcome) bool {
 	reply := fe.Error()
 	st.LastError, st.ErrorClass = reply, fe.Class.String()
 	status := "deferred"
@@ -216,7 +217,7 @@ func (f *Flusher) failed(id string, acc *account, st *queue.State, env *queue.En
 	case failure.Config:
 		// Never bounce for a configuration error: hold the account's mail,
 		// say once what to fix, and retry with backoff.
-		until := acc.pauseConfig(fe, f.backoff)
+		until := acc.pauseGrowing(fe, f.backoff)
 		out.due = until
 		f.log.Printf("account %s: delivery paused until %s: %s", acc.conf.Name, until.Format(time.TimeOnly), reply)
 	case failure.Throttled:
@@ -230,6 +231,13 @@ func (f *Flusher) failed(id string, acc *account, st *queue.State, env *queue.En
 		}
 	default:
 		out.reconnect = true
+		// Entra or Exchange unreachable: every queued message would fail the
+		// same way; pause the account instead of asking once per message.
+		if acc.accountWide(fe, start) {
+			until := acc.pauseGrowing(fe, f.backoff)
+			out.due = until
+			f.log.Printf("account %s: delivery paused until %s: %s", acc.conf.Name, until.Format(time.TimeOnly), reply)
+		}
 	}
 	for _, t := range chunk {
 		f.logAttempt(id, t, acc, env, st.Attempts, status, reply)

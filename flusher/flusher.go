@@ -285,6 +285,12 @@ func (f *Flusher) runAccount(ctx context.Context, acc *account, name string, ids
 			s := acc.sender()
 			defer func() { s.Close() }()
 			for id := range work {
+				// The account may have been paused while this message
+				// waited for a connection.
+				if until, fe := acc.paused(time.Now()); fe != nil {
+					f.deferPaused(id, acc, until, fe)
+					continue
+				}
 				out := f.deliver(ctx, acc, s, id)
 				f.done(id, out)
 				if out.fewerConnections {

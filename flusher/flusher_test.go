@@ -494,3 +494,32 @@ func TestConnectionLimitBacksOff(t *testing.T) {
 		t.Errorf("delivered %d of %d, %d still queued; log:\n%s", got, n, q, fx.logs)
 	}
 }
+
+// TestUnreachableEntraPausesTheAccount: with the token endpoint down, a
+// backlog costs one token request, not one per message; everything waits
+// with the reason, and goes out once Entra answers again.
+func TestUnreachableEntraPausesTheAccount(t *testing.T) {
+	fx := newFixture(t, nil)
+	fx.emu.SetFaults(emulator.Faults{TokenDown: true})
+	c := fx.config("")
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, enqueue(t, c, queue.Envelope{Sender: "root", Recipients: rcpts(fmt.Sprintf("r%d@example.com", i))}, "Subject: x\n\nx\n"))
+	}
+	fx.flusher(c).RunOnce(context.Background())
+	// At most one per connection: they start in parallel.
+	if n := fx.emu.Stats().TokenRequests; n > c.Accounts[0].MaxConnections {
+		t.Errorf("%d token requests for a backlog of 20 while Entra is down: the account must pause", n)
+	}
+	for _, id := range ids {
+		st, _ := queue.Open(c.SpoolDir).LoadState(id)
+		if st.LastError == "" || st.NextAttempt.Before(time.Now()) {
+			t.Fatalf("%s waits without a reason or a next attempt: %+v", id, st)
+		}
+	}
+	fx.emu.SetFaults(emulator.Faults{})
+	fx.flusher(c).RunOnce(context.Background())
+	if n, q := len(fx.emu.Messages()), len(queued(t, c)); n != 20 || q != 0 {
+		t.Errorf("after Entra came back: %d delivered, %d queued", n, q)
+	}
+}
