@@ -43,7 +43,7 @@ func (f *Flusher) Daemon(ctx context.Context, opts DaemonOptions) error {
 		return err
 	}
 	defer lock.Unlock()
-	defer f.removals.flush(f.spool)
+	defer f.closeJournal()
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching %s: %w", f.cfg.SpoolDir, err)

@@ -100,10 +100,12 @@ func (f *Flusher) deliver(ctx context.Context, acc *account, s transport.Sender,
 	st.Attempts++
 	st.LastAttempt, st.Account = now, acc.conf.Name
 	st.NextAttempt = now.Add(f.backoff(st.Attempts))
-	if err := f.spool.SaveState(id, st); err != nil {
+	attempted, err := f.recordAttempt(id, st)
+	if err != nil {
 		f.log.Printf("%s: cannot record the attempt, not attempting: %v", id, err)
 		return outcome{due: st.NextAttempt}
 	}
+	defer attempted()
 	cp, err := rewrite.Prepare(e.Message(), e.Size, rewrite.Policy{
 		Mailbox: acc.conf.Mailbox, SendAs: acc.conf.SendAs, Hostname: f.cfg.Hostname, Resolve: f.cfg.Resolve,
 		Date: env.Submitted, QueueID: id,

@@ -45,6 +45,41 @@ type Flusher struct {
 	running  map[string]bool  // accounts delivering a batch now
 	stats    Stats
 	removals removals
+
+	journalOnce sync.Once
+	journal     *queue.Journal // first attempts of this process; nil if it cannot be had
+}
+
+// recordAttempt records, before an attempt, when to try again, so that a
+// flusher that crashes in the attempt does not retry at once. A first
+// attempt goes into this process's attempt journal (no new file per
+// message: what limits delivery on some file systems); a retry, or any
+// attempt without a journal, into the message's state file. done must be
+// called once the attempt's outcome is in the queue.
+func (f *Flusher) recordAttempt(id string, st *queue.State) (done func(), err error) {
+	if st.Attempts == 1 && len(st.Recipients) == 0 {
+		f.journalOnce.Do(func() {
+			j, err := f.spool.OpenJournal()
+			if err != nil {
+				f.log.Printf("no attempt journal, writing a state file per attempt: %v", err)
+			}
+			f.journal = j
+		})
+		if j := f.journal; j != nil && j.Note(id, st.NextAttempt) == nil {
+			return j.Done, nil
+		}
+	}
+	return func() {}, f.spool.SaveState(id, st)
+}
+
+// closeJournal ends this process's attempt journal, once every attempt has
+// ended and every removal is durable.
+func (f *Flusher) closeJournal() {
+	f.removals.flush(f.spool)
+	if f.journal != nil {
+		f.journal.Close()
+		f.journal, f.journalOnce = nil, sync.Once{}
+	}
 }
 
 // removalSync is how long a removal may wait for the fsync that makes it
@@ -159,12 +194,13 @@ func (f *Flusher) RunOnce(ctx context.Context) error {
 	for n := f.launch(ctx, done); n > 0; n-- {
 		<-done
 	}
-	f.removals.flush(f.spool)
+	f.closeJournal()
 	return nil
 }
 
 // scan picks up dropped mail and rebuilds the schedule from the spool.
 func (f *Flusher) scan() error {
+	f.spool.RecoverJournals()
 	f.spool.Tidy()
 	if err := f.pickup(); err != nil {
 		return err

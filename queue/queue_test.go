@@ -280,3 +280,44 @@ func TestFlusherLock(t *testing.T) {
 		t.Error("still running after unlock")
 	}
 }
+
+// TestJournalOfADeadFlusherIsRecovered: the first attempts a killed
+// flusher had noted become state files (attempt 1, the next attempt it
+// recorded); messages already gone or with a state are left as they are;
+// a journal whose flusher lives is not touched.
+func TestJournalOfADeadFlusherIsRecovered(t *testing.T) {
+	s := Open(t.TempDir())
+	started, stated, gone := enqueue(t, s, "a\n"), enqueue(t, s, "b\n"), enqueue(t, s, "c\n")
+	s.Pickup()
+	s.SaveState(stated, &State{Attempts: 3})
+	s.Remove(gone)
+	next := time.Now().Add(time.Hour).Truncate(time.Second)
+
+	live, err := s.OpenJournal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	live.Note(started, next)
+
+	// A dead flusher's journal: written, never locked, never removed; its
+	// last line cut short by the kill.
+	dead := fmt.Sprintf("%s %d\n%s %d\n%s %d\n%s 12", started, next.UnixNano(), stated, next.UnixNano(), gone, next.UnixNano(), NewID())
+	os.WriteFile(filepath.Join(s.Dir, QueueDir, journalPrefix+"dead"), []byte(dead), 0o600)
+
+	s.RecoverJournals()
+	st, _ := s.LoadState(started)
+	if st.Attempts != 1 || !st.NextAttempt.Equal(next) {
+		t.Errorf("started message: %+v, want attempt 1 due %v", st, next)
+	}
+	if st, _ := s.LoadState(stated); st.Attempts != 3 {
+		t.Errorf("a message with a state of its own was overwritten: %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir, QueueDir, gone+".state")); err == nil {
+		t.Error("a state was written for a message no longer queued")
+	}
+	names, _ := filepath.Glob(filepath.Join(s.Dir, QueueDir, journalPrefix+"*"))
+	if len(names) != 1 || names[0] != live.path {
+		t.Errorf("journals left: %v, want only the live one", names)
+	}
+}

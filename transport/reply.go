@@ -204,6 +204,10 @@ func classOf(st stage, r Reply, mailbox string) (failure.Class, string) {
 		return failure.Throttled, fmt.Sprintf(remedyThrottle, mailbox)
 	case r.Code == 432, r.Code == 452 && enh == "4.5.3":
 		return failure.Throttled, ""
+	case enh == "4.7.500":
+		// "Server busy. Please try again later": Exchange's rate limiting;
+		// every message would get it now, so the mailbox waits.
+		return failure.Throttled, fmt.Sprintf(remedyThrottle, mailbox)
 	case enh == "5.7.708":
 		return failure.Permanent, remedyIP
 	case r.Code >= 500 && st == stageConnect:

@@ -315,7 +315,7 @@ func TestSMTPReplyClasses(t *testing.T) {
 		{".", "550 5.7.512 Access denied, message must contain only one valid From: address", failure.Permanent, ""},
 		{"MAIL", "550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP.", failure.Permanent, "IP"},
 		{".", "554 5.6.0 Corrupt message content", failure.Permanent, ""},
-		{"DATA", "451 4.7.500 Server busy. Please try again later", failure.Temporary, ""},
+		{"DATA", "451 4.7.500 Server busy. Please try again later", failure.Throttled, ""},
 		{"MAIL", "421 4.4.2 Connection dropped due to SocketError", failure.Temporary, ""},
 		{".", "452 4.3.1 Insufficient system resources", failure.Temporary, ""},
 	}
