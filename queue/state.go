@@ -107,9 +107,9 @@ func (st *State) Set(addr, status, reply string) {
 	st.Recipients = append(st.Recipients, RecipientInfo{Addr: addr, Status: status, Reply: reply})
 }
 
-// SetHeld holds or releases an entry. A held entry stays queued and is not
-// attempted until released; Release also makes it due now.
-func (s *Spool) SetHeld(id string, held bool) error {
+// Update changes the state of entry id under its claim (the administrator's
+// hold, release and retry): ErrBusy while a flusher delivers it.
+func (s *Spool) Update(id string, change func(*State)) error {
 	e, err := s.Claim(id)
 	if err != nil {
 		return err
@@ -119,11 +119,19 @@ func (s *Spool) SetHeld(id string, held bool) error {
 	if err != nil {
 		return err
 	}
-	st.Held = held
-	if !held {
-		st.NextAttempt = time.Time{}
-	}
+	change(st)
 	return s.SaveState(id, st)
+}
+
+// SetHeld holds or releases an entry. A held entry stays queued and is not
+// attempted until released; Release also makes it due now.
+func (s *Spool) SetHeld(id string, held bool) error {
+	return s.Update(id, func(st *State) {
+		st.Held = held
+		if !held {
+			st.NextAttempt = time.Time{}
+		}
+	})
 }
 
 // Lock is the flusher lock: one flusher (daemon or queue run) per spool

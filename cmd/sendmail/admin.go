@@ -157,17 +157,7 @@ func queueAction(spool *queue.Spool, action, id string) error {
 	case "hold", "release":
 		return spool.SetHeld(id, action == "hold")
 	case "retry":
-		e, err := spool.Claim(id)
-		if err != nil {
-			return err
-		}
-		defer e.Close()
-		st, err := spool.LoadState(id)
-		if err != nil {
-			return err
-		}
-		st.NextAttempt = time.Time{}
-		return spool.SaveState(id, st)
+		return spool.Update(id, func(st *queue.State) { st.NextAttempt = time.Time{} })
 	}
 	return nil
 }
