@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -155,5 +156,92 @@ func TestQueueRunRefusedToOthers(t *testing.T) {
 	}
 	if n := len(emu.Messages()); n != 0 {
 		t.Errorf("%d messages delivered by an unprivileged queue run", n)
+	}
+}
+
+// daemon starts `sendmail -bd` for the site; stop it with SIGTERM.
+func (s *site) daemon(t *testing.T) *exec.Cmd {
+	t.Helper()
+	// Root runs the queue of an existing spool only (it does not create one
+	// that would then belong to root).
+	if err := queue.Open(s.spool).Init(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "sendmail"), "-bd")
+	cmd.Env = append(os.Environ(), "EXO_SENDMAIL_CONFIG="+s.config, "JOURNAL_STREAM=test")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", out.String())
+		}
+	})
+	waitFor(t, "the daemon to take the flusher lock", queue.Open(s.spool).FlusherRunning)
+	return cmd
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSIGTERMFinishesTheTransaction: stopping the daemon while it is in
+// the middle of a transaction lets that transaction end: the message is
+// delivered once and gone from the queue, and the daemon exits 0.
+func TestSIGTERMFinishesTheTransaction(t *testing.T) {
+	s, emu := tenantSite(t, "auto_start = false")
+	emu.SetFaults(emulator.Faults{Latency: 200 * time.Millisecond})
+	d := s.daemon(t)
+	s.submit(t, "To: someone@example.com\nSubject: in flight\n\nbody\n")
+	// Past EHLO, STARTTLS, EHLO, AUTH: the transaction is under way.
+	waitFor(t, "the transaction to start", func() bool { return emu.Stats().SMTPCommands >= 5 })
+	d.Process.Signal(syscall.SIGTERM)
+	if err := d.Wait(); err != nil {
+		t.Fatalf("daemon after SIGTERM: %v", err)
+	}
+	if n := len(emu.Messages()); n != 1 {
+		t.Fatalf("%d messages delivered, want the one in flight", n)
+	}
+	if ids, _ := queue.Open(s.spool).IDs(); len(ids) != 0 {
+		t.Errorf("delivered message still queued: %v", ids)
+	}
+}
+
+// TestSIGHUPRetriesHeldMailAtOnce: an account paused for its configuration
+// (a mailbox the app may not use: 535 5.7.3) delivers as soon as the
+// configuration is fixed and the daemon reloaded, not when the pause ends.
+func TestSIGHUPRetriesHeldMailAtOnce(t *testing.T) {
+	s, emu := tenantSite(t, "auto_start = false")
+	good, _ := os.ReadFile(s.config)
+	bad := strings.Replace(string(good), `mailbox = "alerts@contoso.com"`, `mailbox = "wrong@contoso.com"`, 1)
+	os.WriteFile(s.config, []byte(bad), 0o644)
+	d := s.daemon(t)
+	id := s.submit(t, "To: someone@example.com\nSubject: held\n\nbody\n")
+	waitFor(t, "the account to be paused", func() bool {
+		st, _ := queue.Open(s.spool).LoadState(id)
+		return st.ErrorClass == "configuration"
+	})
+	r := s.run(t, invocation{argv: []string{"mailq"}})
+	if !strings.Contains(r.stdout, "account contoso paused until") || !strings.Contains(r.stdout, "535 5.7.3") {
+		t.Errorf("mailq must say why the message waits:\n%s", r.stdout)
+	}
+	os.WriteFile(s.config, good, 0o644)
+	d.Process.Signal(syscall.SIGHUP)
+	// The pause lasts retry_min (a minute) at least: delivery within 30 s
+	// can only come from the reload.
+	waitFor(t, "delivery after the reload", func() bool { return len(emu.Messages()) == 1 })
+	if ids, _ := queue.Open(s.spool).IDs(); len(ids) != 0 {
+		t.Errorf("queue not empty after the reload: %v", ids)
 	}
 }
