@@ -349,8 +349,8 @@ func readNames(dir string) ([]string, error) {
 const staleAge = time.Hour
 
 // Tidy removes what killed processes leave in queue/: <id>.state.tmp
-// (killed while writing a state) and <id>.state whose entry is gone (killed
-// inside Remove). Only files older than staleAge: a younger one may be a
+// (killed while writing a state), <id>.state whose entry is gone (killed
+// inside Remove) and a journal never put in place (killed while opening it). Only files older than staleAge: a younger one may be a
 // write in progress.
 func (s *Spool) Tidy() {
 	names, err := readNames(s.path(QueueDir))
@@ -364,7 +364,7 @@ func (s *Spool) Tidy() {
 	for _, n := range names {
 		id, stale := "", false
 		switch {
-		case strings.HasSuffix(n, ".state.tmp"):
+		case strings.HasSuffix(n, ".state.tmp"), strings.HasPrefix(n, ".new"+journalPrefix):
 			stale = true
 		case strings.HasSuffix(n, ".state"):
 			id = strings.TrimSuffix(n, ".state")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,18 +36,25 @@ type Journal struct {
 // journalMax: a journal this large is emptied when no attempt is in flight.
 const journalMax = 1 << 20
 
-// OpenJournal creates this process's attempt journal in queue/.
+// OpenJournal creates this process's attempt journal in queue/. It is
+// created under another name and locked before it takes its own: another
+// flusher must never see it unlocked and take it for a dead one's.
 func (s *Spool) OpenJournal() (*Journal, error) {
-	f, err := os.CreateTemp(s.path(QueueDir), journalPrefix+"*")
+	f, err := os.CreateTemp(s.path(QueueDir), ".new"+journalPrefix+"*")
 	if err != nil {
 		return nil, &Error{Op: "create", Path: s.path(QueueDir, journalPrefix+"*"), Err: err}
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	path := s.path(QueueDir, strings.TrimPrefix(filepath.Base(f.Name()), ".new"))
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return nil, &Error{Op: "lock", Path: f.Name(), Err: err}
+		return nil, &Error{Op: "create", Path: path, Err: err}
 	}
-	return &Journal{f: f, path: f.Name()}, nil
+	return &Journal{f: f, path: path}, nil
 }
 
 // Note records that the first attempt of id starts now and that the next
