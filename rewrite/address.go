@@ -21,10 +21,47 @@ type item struct {
 	groupEnd   bool
 }
 
+// lexer follows quoted strings and (nested) comments through a field
+// body, so that a scanner sees only the characters that give it structure.
+type lexer struct {
+	depth  int // comment nesting
+	quoted bool
+}
+
+// skip reports whether s[*i] is part of a quoted string or a comment (or
+// opens one), stepping *i over a quoted pair.
+func (l *lexer) skip(s string, i *int) bool {
+	c := s[*i]
+	switch {
+	case l.quoted:
+		if c == '\\' {
+			*i++
+		} else if c == '"' {
+			l.quoted = false
+		}
+	case l.depth > 0:
+		if c == '\\' {
+			*i++
+		} else if c == '(' {
+			l.depth++
+		} else if c == ')' {
+			l.depth--
+		}
+	case c == '"':
+		l.quoted = true
+	case c == '(':
+		l.depth = 1
+	default:
+		return false
+	}
+	return true
+}
+
 // parseList splits an address-list field body into items.
 func parseList(v string) []item {
 	var items []item
-	depth, quoted, angle, literal := 0, false, false, false
+	var lx lexer
+	angle, literal := false, false
 	begin := 0
 	flush := func(end int) {
 		if s := strings.TrimSpace(v[begin:end]); s != "" {
@@ -34,29 +71,14 @@ func parseList(v string) []item {
 	}
 	for i := 0; i < len(v); i++ {
 		c := v[i]
+		if literal { // a domain literal holds neither quotes nor comments
+			literal = c != ']'
+			continue
+		}
+		if lx.skip(v, &i) {
+			continue
+		}
 		switch {
-		case quoted:
-			if c == '\\' {
-				i++
-			} else if c == '"' {
-				quoted = false
-			}
-		case depth > 0:
-			if c == '\\' {
-				i++
-			} else if c == '(' {
-				depth++
-			} else if c == ')' {
-				depth--
-			}
-		case literal:
-			if c == ']' {
-				literal = false
-			}
-		case c == '"':
-			quoted = true
-		case c == '(':
-			depth = 1
 		case c == '[':
 			literal = true
 		case c == '<':
@@ -158,29 +180,13 @@ func commentStart(s string, end int) int {
 
 // angleAddr finds the "<...>" of s outside quotes and comments.
 func angleAddr(s string) (lt, gt int) {
-	depth, quoted := 0, false
+	var lx lexer
 	lt = -1
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quoted:
-			if c == '\\' {
-				i++
-			} else if c == '"' {
-				quoted = false
-			}
-		case depth > 0:
-			if c == '\\' {
-				i++
-			} else if c == '(' {
-				depth++
-			} else if c == ')' {
-				depth--
-			}
-		case c == '"':
-			quoted = true
-		case c == '(':
-			depth = 1
+		if lx.skip(s, &i) {
+			continue
+		}
+		switch c := s[i]; {
 		case c == '<' && lt < 0:
 			lt = i
 		case c == '>' && lt >= 0:
