@@ -217,16 +217,9 @@ func ensureFlusher(cfg *conf.Config) {
 }
 
 // failQueue prints a one-line error about the spool and returns the
-// sysexits code its cause calls for.
+// sysexits code its cause calls for (the same as for a failed enqueue).
 func failQueue(prefix string, err error) int {
 	fmt.Fprintf(os.Stderr, "%s: %v\n", prefix, err)
-	switch {
-	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return exNoPerm
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-		return exTempFail
-	case errors.Is(err, syscall.EROFS), errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ENOTDIR):
-		return exCantCreat
-	}
-	return exTempFail
+	code, _, _ := spoolFailure(err)
+	return code
 }
