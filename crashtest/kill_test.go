@@ -255,7 +255,7 @@ func TestSIGKILLAtRandomPoints(t *testing.T) {
 		dir, name := filepath.Split(f)
 		id, _, _ := strings.Cut(name, ".")
 		switch {
-		case dir == queue.QueueDir+"/" && queue.ValidID(id) && name == id+".state.tmp":
+		case dir == queue.QueueDir+"/" && queue.ValidID(id) && strings.HasPrefix(name, id+".state.") && strings.HasSuffix(name, ".tmp"):
 			tmp = append(tmp, name) // killed while writing the state
 		case dir == queue.QueueDir+"/" && queue.ValidID(id) && name == id+".state":
 			orphans = append(orphans, name) // killed between the entry's removal and its state's
@@ -296,11 +296,9 @@ func isBounce(path string) bool {
 // then its state file. A flusher killed between the two leaves <id>.state
 // without an entry (TestSIGKILLAtRandomPoints sees one every few runs).
 // No code path looks at that name again: IDs() lists entries only, and
-// the ID is never reused, so each such kill leaks a file for ever. (A kill
-// in the middle of a state write leaves <id>.state.tmp too, but the next
-// attempt of the same message writes and renames that very name, so it
-// does not outlive its entry.) A queue run should remove state files whose
-// entry is gone.
+// the ID is never reused, so each such kill leaks a file for ever. A kill
+// in the middle of a state write leaves <id>.state.<random>.tmp, a name no
+// later write reuses. A queue run should remove both once they are old.
 func TestRemainsOfAKilledFlusherAreCleanedUp(t *testing.T) {
 	tn := newTenant(t, "messages_per_minute = 0\nrecipients_per_day = 0")
 	tn.enqueue(1)
@@ -309,14 +307,19 @@ func TestRemainsOfAKilledFlusherAreCleanedUp(t *testing.T) {
 	if err := os.WriteFile(orphan, []byte(`{"attempts":1}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	killedWrite := filepath.Join(tn.spool.Dir, queue.QueueDir, queue.NewID()+".state.123456.tmp")
+	if err := os.WriteFile(killedWrite, []byte(`{"atte`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	old := time.Now().Add(-48 * time.Hour)
 	os.Chtimes(orphan, old, old)
+	os.Chtimes(killedWrite, old, old)
 	tn.enqueue(2)
 	tn.run("-q")
 	if n := len(tn.emu.Messages()); n != 2 {
 		t.Fatalf("%d messages delivered, want 2", n)
 	}
 	for _, f := range tn.leftovers() {
-		t.Errorf("still in the spool after a queue run: %s (the state of an entry removed two days ago)", f)
+		t.Errorf("still in the spool after a queue run: %s (written two days ago for an entry that no longer exists)", f)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 )
 
 // App is an Entra app registration together with its Exchange set-up.
@@ -142,7 +144,7 @@ func Start(cfg Config) (*Emulator, error) {
 		return nil, fmt.Errorf("emulator: generating the CA: %w", err)
 	}
 	caFile := filepath.Join(dir, "ca.pem")
-	if err := writeFileAtomic(caFile, ca.certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(caFile, ca.certPEM, 0o644, true); err != nil {
 		return nil, fmt.Errorf("emulator: writing the CA: %w", err)
 	}
 	if _, err := signingKey(); err != nil {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 )
 
 // The default tenant `exo-sendmail emulator` creates. The ids are fixed so
@@ -109,14 +111,14 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) int {
 	confPath := filepath.Join(dir, "sendmail.toml")
 	conf, err := sendmailTOML(e, dir)
 	if err == nil {
-		err = writeFileAtomic(confPath, conf, 0o644)
+		err = atomicfile.Write(confPath, conf, 0o644, true)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "exo-sendmail emulator: writing %s: %v\n", confPath, err)
 		return exitCantCreat
 	}
 	readyPath := filepath.Join(dir, "ready")
-	if err := writeFileAtomic(readyPath, []byte(confPath+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(readyPath, []byte(confPath+"\n"), 0o644, true); err != nil {
 		fmt.Fprintf(stderr, "exo-sendmail emulator: writing %s: %v\n", readyPath, err)
 		return exitCantCreat
 	}
@@ -156,7 +158,7 @@ func defaultTenant(dir string) (Config, error) {
 	secret, err := os.ReadFile(secretPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		secret = []byte(newClientSecret())
-		err = writeFileAtomic(secretPath, secret, 0o600)
+		err = atomicfile.Write(secretPath, secret, 0o600, true)
 	}
 	if err != nil {
 		return Config{}, fmt.Errorf("client secret %s: %w", secretPath, err)

@@ -18,9 +18,10 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 )
 
 // authority is the emulator's own CA and the server certificate it issued
@@ -162,7 +163,7 @@ func thumbprints(cert *x509.Certificate) (s256, s1 []byte) {
 
 // WriteCertificatePEM writes cert to path as a PEM "CERTIFICATE" (mode 0644).
 func WriteCertificatePEM(path string, cert *x509.Certificate) error {
-	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644)
+	return atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644, true)
 }
 
 // WritePrivateKeyPEM writes key to path as a PKCS #8 PEM "PRIVATE KEY",
@@ -172,7 +173,7 @@ func WritePrivateKeyPEM(path string, key crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	return atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600, true)
 }
 
 // readCertificateAndKey reads back what WriteCertificatePEM and
@@ -207,29 +208,4 @@ func readCertificateAndKey(certPath, keyPath string) (*x509.Certificate, *rsa.Pr
 		return nil, nil, errors.New(keyPath + " does not belong to " + certPath)
 	}
 	return cert, key, nil
-}
-
-// writeFileAtomic writes data to a temporary file in the same directory and
-// renames it into place, so a reader never sees a partial file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if err = f.Chmod(perm); err == nil {
-		if _, err = f.Write(data); err == nil {
-			err = f.Sync()
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

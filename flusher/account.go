@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 	"github.com/exo-sendmail/exo-sendmail/conf"
 	"github.com/exo-sendmail/exo-sendmail/failure"
 	"github.com/exo-sendmail/exo-sendmail/token"
@@ -217,10 +218,8 @@ func (a *account) saveStatus() {
 	}
 	b, _ := json.Marshal(st)
 	os.MkdirAll(filepath.Dir(a.statusFile), 0o700)
-	tmp := a.statusFile + ".tmp"
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, a.statusFile)
-	}
+	// The daemon and a queue run may both write it: each its own temporary.
+	atomicfile.Write(a.statusFile, b, 0o600, false)
 }
 
 // loadStatus restores a pause written by an earlier flusher, so that a -q

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 )
 
 // pace keeps a mailbox within Exchange's submission limits: at most
@@ -143,8 +145,5 @@ func (l *ledger) save(path string) {
 	if err != nil {
 		return
 	}
-	tmp := path + ".tmp"
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, path)
-	}
+	atomicfile.Write(path, b, 0o600, false)
 }

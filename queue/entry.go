@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -205,10 +206,10 @@ func (s *Spool) Pickup() (picked []string, quarantined []Quarantined, err error)
 	}
 	if moved {
 		// queue/ first: once the new names are durable, the old ones may go.
-		if err := syncDir(s.path(QueueDir)); err != nil {
+		if err := atomicfile.SyncDir(s.path(QueueDir)); err != nil {
 			return picked, quarantined, &Error{Op: "fsync", Path: s.path(QueueDir), Err: err}
 		}
-		if err := syncDir(s.path(DropDir)); err != nil {
+		if err := atomicfile.SyncDir(s.path(DropDir)); err != nil {
 			return picked, quarantined, &Error{Op: "fsync", Path: s.path(DropDir), Err: err}
 		}
 	}
@@ -272,17 +273,17 @@ func (s *Spool) quarantine(src, id, reason string) (Quarantined, error) {
 		return q, &Error{Op: "quarantine", Path: dir, Err: err}
 	}
 	reasonFile := filepath.Join(dir, id+".reason")
-	if err := writeFileAtomic(reasonFile, []byte(reason+"\n"), 0o600, true); err != nil {
+	if err := atomicfile.Write(reasonFile, []byte(reason+"\n"), 0o600, true); err != nil {
 		return q, &Error{Op: "quarantine", Path: dir, Err: err}
 	}
 	if err := os.Rename(src, filepath.Join(dir, id)); err != nil {
 		os.Remove(reasonFile)
 		return q, &Error{Op: "quarantine", Path: src, Err: err}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return q, &Error{Op: "fsync", Path: dir, Err: err}
 	}
-	return q, syncDir(filepath.Dir(src))
+	return q, atomicfile.SyncDir(filepath.Dir(src))
 }
 
 // Quarantine sets a queued entry aside (its envelope or message turned out
@@ -348,7 +349,7 @@ func readNames(dir string) ([]string, error) {
 // staleAge: a temporary or orphaned file this old is no write in progress.
 const staleAge = time.Hour
 
-// Tidy removes what killed processes leave in queue/: <id>.state.tmp
+// Tidy removes what killed processes leave in queue/: <id>.state.*.tmp
 // (killed while writing a state), <id>.state whose entry is gone (killed
 // inside Remove) and a journal never put in place (killed while opening it). Only files older than staleAge: a younger one may be a
 // write in progress.
@@ -364,8 +365,8 @@ func (s *Spool) Tidy() {
 	for _, n := range names {
 		id, stale := "", false
 		switch {
-		case strings.HasSuffix(n, ".state.tmp"), strings.HasPrefix(n, ".new"+journalPrefix):
-			stale = true
+		case strings.HasSuffix(n, ".tmp") && strings.Contains(n, ".state."), strings.HasPrefix(n, ".new"+journalPrefix):
+			stale = true // <id>.state.<random>.tmp: a state write that was killed
 		case strings.HasSuffix(n, ".state"):
 			id = strings.TrimSuffix(n, ".state")
 			stale = !have[id]
@@ -406,7 +407,7 @@ func (s *Spool) RemoveUnsynced(id string) error {
 
 // SyncRemovals makes the removals from queue/ so far durable.
 func (s *Spool) SyncRemovals() error {
-	if err := syncDir(s.path(QueueDir)); err != nil {
+	if err := atomicfile.SyncDir(s.path(QueueDir)); err != nil {
 		return &Error{Op: "fsync", Path: s.path(QueueDir), Err: err}
 	}
 	return nil

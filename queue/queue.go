@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -163,7 +164,7 @@ func (s *Spool) Enqueue(env *Envelope, writeMessage func(w io.Writer) error) (st
 		return "", &Error{Op: "rename", Path: tmp, Err: err}
 	}
 	committed = true
-	if err := syncDir(drop); err != nil {
+	if err := atomicfile.SyncDir(drop); err != nil {
 		// The entry is complete under its name but its name may not be
 		// durable: report failure and take it back, so that exit 0 always
 		// means durable.
@@ -185,7 +186,7 @@ func (s *Spool) Init() error {
 			return err
 		}
 	}
-	return syncDir(s.Dir)
+	return atomicfile.SyncDir(s.Dir)
 }
 
 // renameNoReplace renames old to new unless new exists (os.ErrExist).
@@ -202,44 +203,6 @@ func renameNoReplace(old, new string) error {
 		return &os.LinkError{Op: "rename", Old: old, New: new, Err: err}
 	}
 	return nil
-}
-
-// syncDir makes the directory's entries (a rename, a removal) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// writeFileAtomic replaces path with data: temporary file, rename; with
-// durable, fsync of the file before the rename and of the directory after.
-func writeFileAtomic(path string, data []byte, mode os.FileMode, durable bool) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil && durable {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if !durable {
-		return nil
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // Error is a spool operation that failed, with the path it failed on.

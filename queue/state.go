@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,7 +73,7 @@ func (s *Spool) SaveState(id string, st *State) error {
 	}
 	p := s.path(QueueDir, id+".state")
 	durable := st.Held || len(st.Recipients) > 0
-	if err := writeFileAtomic(p, b, 0o600, durable); err != nil {
+	if err := atomicfile.Write(p, b, 0o600, durable); err != nil {
 		return &Error{Op: "write", Path: p, Err: err}
 	}
 	return nil

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/exo-sendmail/exo-sendmail/atomicfile"
 )
 
 // lockPatience is how long we wait for another process's fetch before
@@ -51,45 +53,19 @@ func (s *Source) readCache() (entry, bool) {
 	return e, true
 }
 
-// writeCache replaces CacheDir/<key>.json atomically (temporary file, fsync,
-// rename, fsync of the directory) with a 0600 file.
-func (s *Source) writeCache(e entry) (err error) {
+// writeCache replaces CacheDir/<key>.json, durably and atomically, with a
+// 0600 file.
+func (s *Source) writeCache(e entry) error {
 	dir := s.cfg.CacheDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("token cache directory: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+s.key+".*.tmp") // created 0600
+	b, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("token cache: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
+	if err := atomicfile.Write(s.cachePath(".json"), b, 0o600, true); err != nil {
 		return fmt.Errorf("token cache: %w", err)
-	}
-	if err := json.NewEncoder(f).Encode(e); err != nil {
-		return fmt.Errorf("token cache %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("token cache %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("token cache %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), s.cachePath(".json")); err != nil {
-		return fmt.Errorf("token cache: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("token cache directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("token cache directory %s: %w", dir, err)
 	}
 	return nil
 }
