@@ -34,6 +34,9 @@ commands:
 // runAdmin is the exo-sendmail face. args are the arguments after the
 // program name.
 func runAdmin(args []string) int {
+	// The administrator's face is the same setgid binary; none of its
+	// commands needs the spool group, so it never keeps it.
+	dropSetgid()
 	fs := flag.NewFlagSet("exo-sendmail", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	configPath := fs.String("C", "", "configuration file")
@@ -50,11 +53,7 @@ func runAdmin(args []string) int {
 		fmt.Print(adminUsage)
 		return exOK
 	case "emulator":
-		dropSetgid()
 		return emulator.Main(rest, os.Stdout, os.Stderr)
-	}
-	if *configPath != "" && os.Getuid() != 0 {
-		dropSetgid()
 	}
 	cfg, err := conf.Load(*configPath)
 	if err != nil {
