@@ -286,14 +286,6 @@ func (s *Spool) quarantine(src, id, reason string) (Quarantined, error) {
 	return q, atomicfile.SyncDir(filepath.Dir(src))
 }
 
-// Quarantine sets a queued entry aside (its envelope or message turned out
-// unusable at delivery), keeping it for the administrator.
-func (s *Spool) Quarantine(id, reason string) error {
-	os.Remove(s.path(QueueDir, id+".state"))
-	_, err := s.quarantine(s.path(QueueDir, id), id, reason)
-	return err
-}
-
 // IDs returns the IDs in queue/, oldest first.
 func (s *Spool) IDs() ([]string, error) {
 	names, err := readNames(s.path(QueueDir))
