@@ -18,7 +18,6 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -111,7 +110,7 @@ func ValidID(id string) bool {
 // finds the errno (ENOSPC, EACCES, EROFS...); an error of writeMessage is
 // returned as it is.
 func (s *Spool) Enqueue(env *Envelope, writeMessage func(w io.Writer) error) (string, error) {
-	head, err := json.Marshal(env)
+	head, err := appendEnvelope(make([]byte, 0, 512), env)
 	if err != nil {
 		return "", err
 	}
