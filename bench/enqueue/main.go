@@ -6,6 +6,11 @@
 //
 //	go run ./bench/enqueue                  # builds ./cmd/sendmail
 //	go run ./bench/enqueue -bin /usr/sbin/sendmail -config ""   # another sendmail, its own config
+//	go run ./bench/enqueue -peer dma=/usr/sbin/dma -peer nullmailer=/usr/lib/nullmailer/sendmail
+//
+// With -peer, the other sendmails (each with its own configuration and
+// spool) run in the same loop, one after the other for each run, so that
+// the machine's moods fall on all of them alike.
 package main
 
 import (
@@ -28,14 +33,30 @@ func main() {
 	config := flag.String("config", "auto", `configuration for EXO_SENDMAIL_CONFIG: "auto" writes one with a temporary spool, "" passes none`)
 	runs := flag.Int("n", 200, "runs of the 2 KB message")
 	largeMB := flag.Int("large", 30, "size of the large message in MB")
+	var peers []subject
+	flag.Func("peer", "`name=path` of another sendmail to measure in the same runs (repeatable)", func(v string) error {
+		name, path, ok := strings.Cut(v, "=")
+		if !ok || name == "" || path == "" {
+			return fmt.Errorf("want name=path")
+		}
+		peers = append(peers, subject{name: name, bin: path, env: os.Environ()})
+		return nil
+	})
 	flag.Parse()
-	if err := run(*bin, *config, *runs, *largeMB); err != nil {
+	if err := run(*bin, *config, *runs, *largeMB, peers); err != nil {
 		fmt.Fprintln(os.Stderr, "enqueue:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, config string, runs, largeMB int) error {
+// subject is one sendmail under measurement.
+type subject struct {
+	name, bin string
+	env       []string
+	times     []time.Duration
+}
+
+func run(bin, config string, runs, largeMB int, peers []subject) error {
 	dir, err := os.MkdirTemp("", "exo-sendmail-bench-")
 	if err != nil {
 		return err
@@ -63,50 +84,62 @@ func run(bin, config string, runs, largeMB int) error {
 	if config != "" {
 		env = append(env, "EXO_SENDMAIL_CONFIG="+config)
 	}
-	fmt.Printf("binary: %s\n", bin)
+	subjects := append([]subject{{name: "exo-sendmail", bin: bin, env: env}}, peers...)
+	for _, sub := range subjects {
+		fmt.Printf("%s: %s\n", sub.name, sub.bin)
+	}
 
 	small, err := writeMessage(dir, "small.eml", 2000)
 	if err != nil {
 		return err
 	}
-	for i := 0; i < 10; i++ { // warm the page cache and the spool directories
-		if _, _, err := submit(bin, env, small); err != nil {
-			return err
+	for _, sub := range subjects {
+		for i := 0; i < 10; i++ { // warm the page cache and the spool directories
+			if _, _, err := submit(sub.bin, sub.env, small); err != nil {
+				return err
+			}
 		}
 	}
-	times := make([]time.Duration, 0, runs)
 	for i := 0; i < runs; i++ {
-		d, _, err := submit(bin, env, small)
-		if err != nil {
-			return err
+		for k := range subjects {
+			sub := &subjects[(i+k)%len(subjects)] // each takes each place in turn
+			d, _, err := submit(sub.bin, sub.env, small)
+			if err != nil {
+				return err
+			}
+			sub.times = append(sub.times, d)
 		}
-		times = append(times, d)
 	}
-	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	fmt.Printf("2 KB message, %d runs: median %s, p90 %s, min %s, max %s\n",
-		runs, ms(times[runs/2]), ms(times[runs*9/10]), ms(times[0]), ms(times[runs-1]))
+	for _, sub := range subjects {
+		t := sub.times
+		sort.Slice(t, func(i, j int) bool { return t[i] < t[j] })
+		fmt.Printf("%s: 2 KB message, %d runs: median %s, p90 %s, min %s, max %s\n",
+			sub.name, runs, ms(t[runs/2]), ms(t[runs*9/10]), ms(t[0]), ms(t[runs-1]))
+	}
 
 	// A child's peak RSS starts at its parent's RSS at fork (Go forks with
 	// CLONE_VM; Linux carries the shared mm's size across exec): give back
 	// what this process can and say what is left.
 	debug.FreeOSMemory()
 	fmt.Printf("(RSS figures include at least this benchmark's own RSS, %s)\n", selfRSS())
-	for _, mb := range []int{1, largeMB} {
-		path, err := writeMessage(dir, fmt.Sprintf("%dmb.eml", mb), mb*1000*1000)
-		if err != nil {
-			return err
-		}
-		var peak int64
-		var took time.Duration
-		for i := 0; i < 3; i++ {
-			d, rss, err := submit(bin, env, path)
+	for _, sub := range subjects {
+		for _, mb := range []int{1, largeMB} {
+			path, err := writeMessage(dir, fmt.Sprintf("%dmb.eml", mb), mb*1000*1000)
 			if err != nil {
 				return err
 			}
-			peak, took = max(peak, rss), d
+			var peak int64
+			var took time.Duration
+			for i := 0; i < 3; i++ {
+				d, rss, err := submit(sub.bin, sub.env, path)
+				if err != nil {
+					return err
+				}
+				peak, took = max(peak, rss), d
+			}
+			fmt.Printf("%s: %d MB message: peak RSS %.1f MiB, %s\n", sub.name, mb, float64(peak)/1024, ms(took))
+			os.Remove(path)
 		}
-		fmt.Printf("%d MB message: peak RSS %.1f MiB, %s\n", mb, float64(peak)/1024, ms(took))
-		os.Remove(path)
 	}
 	return nil
 }
