@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -582,6 +583,40 @@ func TestConfigDropsSetgid(t *testing.T) {
 		if r.code != exNoPerm || !strings.Contains(r.stderr, "permission denied") {
 			t.Errorf("%q %q: exit %d %q, want 77: the spool group must be dropped", c.argv, c.env, r.code, r.stderr)
 		}
+	}
+
+	// The administrator's face is the same setgid file under another name
+	// and drops the group on entry, whatever the command and configuration.
+	// The emulator shows it: asked for a directory inside one only the
+	// group may write, it must fail at once rather than start.
+	locked := filepath.Join(s.dir, "group-only")
+	os.Mkdir(locked, 0o700)
+	os.Chown(locked, 0, gid)
+	os.Chmod(locked, 0o770) // not through Mkdir: the umask
+	admin := filepath.Join(sgid, "exo-sendmail")
+	if err := os.Symlink("sendmail", admin); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(admin, "emulator", "--dir", filepath.Join(locked, "emulator"))
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// It either exits (the output ends) or prints its endpoints and serves.
+	first, _ := bufio.NewReader(out).ReadString('\n')
+	if first != "" {
+		cmd.Process.Kill()
+	}
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); first != "" || !strings.Contains(stderr.String(), "permission denied") {
+		t.Errorf("exo-sendmail emulator as nobody through the setgid file: exit %d, %q %q; want a refusal: the spool group must be dropped", code, first, stderr.String())
 	}
 }
 
