@@ -75,24 +75,23 @@ func configure(t *testing.T, e *emulator.Emulator, accounts ...account) *conf.Co
 		if a.clientID == "" {
 			a.clientID = clientID
 		}
-		fmt.Fprintf(&b, "\n[[account]]\nname = %q\ntenant = %q\nclient_id = %q\nmailbox = %q\ntransport = %q\n", a.name, e.Tenant, a.clientID, mailbox, a.transport)
-		fmt.Fprintf(&b, "token_url = %q\nsmtp_server = %q\ngraph_url = %q\n", e.TokenURL, e.SMTPAddr, e.GraphURL)
-		if !a.noCA {
-			fmt.Fprintf(&b, "ca_file = %q\n", e.CAFile)
-		}
+		secretFile := ""
 		if a.secret != "" {
-			p := filepath.Join(dir, a.name+".secret")
+			secretFile = filepath.Join(dir, a.name+".secret")
 			mode := a.secretMode
 			if mode == 0 {
 				mode = 0o600
 			}
-			if err := os.WriteFile(p, []byte(a.secret+"\n"), mode); err != nil {
+			if err := os.WriteFile(secretFile, []byte(a.secret+"\n"), mode); err != nil {
 				t.Fatal(err)
 			}
-			os.Chmod(p, mode)
-			fmt.Fprintf(&b, "client_secret_file = %q\n", p)
+			os.Chmod(secretFile, mode)
 		}
-		b.WriteString(a.extra)
+		block := e.AccountTOML(a.name, a.clientID, secretFile, mailbox)
+		if a.noCA { // TestUntrustedServer fails if this stops matching
+			block = strings.Replace(block, fmt.Sprintf("ca_file = %q\n", e.CAFile), "", 1)
+		}
+		fmt.Fprintf(&b, "\n%stransport = %q\n%s", block, a.transport, a.extra)
 	}
 	path := filepath.Join(dir, "sendmail.toml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {

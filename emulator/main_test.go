@@ -11,11 +11,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/exo-sendmail/exo-sendmail/conf"
 )
 
 func TestMainRunsTheDefaultTenant(t *testing.T) {
@@ -136,5 +139,39 @@ func TestMainRefusesNonLoopback(t *testing.T) {
 	}
 	if _, err := Start(Config{Dir: t.TempDir(), Tenant: tenant, HTTPListen: "[::]:0"}); err == nil {
 		t.Error("Start listened beyond loopback")
+	}
+}
+
+// The blocks AccountTOML writes are accounts the project loads as they
+// are, pointed at the emulator, and a caller's keys appended to one stay
+// in that account.
+func TestAccountTOMLIsAnAccountOfTheProject(t *testing.T) {
+	e := start(t, testConfig(t))
+	dir := t.TempDir()
+	src := "spool_dir = \"spool\"\nstate_dir = \"state\"\nhostname = \"web1.contoso.com\"\n" +
+		e.AccountTOML("contoso", clientID, "secret", mailbox, sendAs, "ops@contoso.com") +
+		"transport = \"graph\"\n" +
+		e.AccountTOML("cert", clientID, "", mailbox) +
+		"certificate_file = \"app.pem\"\nprivate_key_file = \"app-key.pem\"\n"
+	c, err := conf.Parse(filepath.Join(dir, "sendmail.toml"), []byte(src))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, src)
+	}
+	if len(c.Accounts) != 2 {
+		t.Fatalf("%d accounts, want 2:\n%s", len(c.Accounts), src)
+	}
+	for _, a := range c.Accounts {
+		if a.Tenant != e.Tenant || a.ClientID != clientID || a.Mailbox != mailbox || a.TokenURL != e.TokenURL ||
+			a.SMTPServer != e.SMTPAddr || a.GraphURL != e.GraphURL || a.CAFile != e.CAFile {
+			t.Errorf("account %s does not point at the emulator: %+v", a.Name, a)
+		}
+	}
+	a, b := c.Accounts[0], c.Accounts[1]
+	if a.Name != "contoso" || a.ClientSecretFile != filepath.Join(dir, "secret") || a.Transport != "graph" ||
+		!slices.Equal(a.SendAs, []string{sendAs, "ops@contoso.com"}) {
+		t.Errorf("first account: %+v", a)
+	}
+	if b.Name != "cert" || b.ClientSecretFile != "" || b.CertificateFile != filepath.Join(dir, "app.pem") || len(b.SendAs) != 0 || b.Transport != "smtp" {
+		t.Errorf("second account: %+v", b)
 	}
 }

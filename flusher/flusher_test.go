@@ -84,19 +84,8 @@ retry_min = "1s"
 retry_max = "2s"
 [aliases]
 root = "ops@contoso.com"
-[[account]]
-name = "contoso"
-tenant = "contoso.onmicrosoft.com"
-client_id = %q
-client_secret_file = "secret"
-mailbox = "alerts@contoso.com"
-send_as = ["noreply@contoso.com"]
-token_url = %q
-smtp_server = %q
-graph_url = %q
-ca_file = %q
-%s
-`, clientID, fx.emu.TokenURL, fx.emu.SMTPAddr, fx.emu.GraphURL, fx.emu.CAFile, extra)
+%s%s
+`, fx.emu.AccountTOML("contoso", clientID, "secret", "alerts@contoso.com", "noreply@contoso.com"), extra)
 	c, err := conf.Parse(filepath.Join(fx.dir, "sendmail.toml"), []byte(src))
 	if err != nil {
 		fx.t.Fatal(err)

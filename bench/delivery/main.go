@@ -157,18 +157,8 @@ state_dir = "state"
 hostname = "web1.contoso.com"
 [flusher]
 auto_start = false
-[[account]]
-name = "contoso"
-tenant = "contoso.onmicrosoft.com"
-client_id = %q
-client_secret_file = "secret"
-mailbox = %q
-send_as = [%q]
-token_url = %q
-smtp_server = %q
-ca_file = %q
-%s
-`, clientID, mailbox, sendAs, emu.TokenURL, emu.SMTPAddr, emu.CAFile, account)
+%s%s
+`, emu.AccountTOML("contoso", clientID, "secret", mailbox, sendAs), account)
 	path := filepath.Join(dir, "sendmail.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		emu.Close()

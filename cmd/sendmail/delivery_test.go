@@ -44,16 +44,7 @@ hostname = %q
 root = "ops@contoso.com"
 [flusher]
 %s
-[[account]]
-name = "contoso"
-tenant = "contoso.onmicrosoft.com"
-client_id = %q
-client_secret_file = "secret"
-mailbox = "alerts@contoso.com"
-token_url = %q
-smtp_server = %q
-ca_file = %q
-`, testHostname, flusher, clientID, emu.TokenURL, emu.SMTPAddr, emu.CAFile)
+%s`, testHostname, flusher, emu.AccountTOML("contoso", clientID, "secret", "alerts@contoso.com"))
 	if err := os.WriteFile(s.config, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
