@@ -17,7 +17,7 @@ type Faults struct {
 	RcptPerm      []string      `json:"rcpt_perm,omitempty"`       // RCPT TO these: 550 5.1.10 RecipientNotFound
 	DropRate      float64       `json:"drop_rate,omitempty"`       // probability of dropping the connection at any SMTP command
 	DropAfterData bool          `json:"drop_after_data,omitempty"` // accept and record the message, then close without the 250
-	Latency       time.Duration `json:"-"`                         // before every SMTP reply and HTTP response
+	Latency       time.Duration `json:"-"`                         // a link's delay: each SMTP reply comes this long after the flight that carried its command (pipelined commands are answered together); each HTTP response this long after its request
 	TokenDown     bool          `json:"token_down,omitempty"`      // the token endpoint answers 503
 	GraphThrottle int           `json:"graph_throttle,omitempty"`  // the next N Graph requests get 429, Retry-After: 1
 }

@@ -60,10 +60,11 @@ func (e *Emulator) serveSMTP() {
 			defer e.wg.Done()
 			defer e.untrack(c)
 			s := &session{
-				e:    e,
-				conn: c,
-				r:    bufio.NewReaderSize(c, 64<<10),
-				w:    bufio.NewWriter(c),
+				e:       e,
+				conn:    c,
+				r:       bufio.NewReaderSize(c, 64<<10),
+				w:       bufio.NewWriter(c),
+				arrived: time.Now(), // the greeting: Latency after the connection
 			}
 			s.serve()
 		}()
@@ -104,6 +105,10 @@ type session struct {
 	logon   *logon
 	release func() // gives back the mailbox's connection slot
 	errs    int
+	// When the client's latest flight of bytes arrived: replies leave
+	// Latency after it, so that pipelined commands, which arrive together,
+	// are answered together, as over a link with that delay.
+	arrived time.Time
 
 	// The transaction.
 	hasFrom bool
@@ -508,7 +513,7 @@ func (s *session) readData() (data []byte, big bool, err error) {
 	lineStart := true
 	for {
 		s.conn.SetReadDeadline(time.Now().Add(commandTimeout))
-		chunk, err := s.r.ReadSlice('\n')
+		chunk, err := s.readSlice()
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return nil, false, err
 		}
@@ -537,7 +542,7 @@ func (s *session) readLine() (string, error) {
 	var line []byte
 	long := false
 	for {
-		chunk, err := s.r.ReadSlice('\n')
+		chunk, err := s.readSlice()
 		if len(line)+len(chunk) > maxLine {
 			long = true
 		} else {
@@ -557,10 +562,22 @@ func (s *session) readLine() (string, error) {
 	return strings.TrimRight(string(line), "\r\n"), nil
 }
 
+// readSlice reads up to a line feed, noting when bytes had to be waited for.
+func (s *session) readSlice() ([]byte, error) {
+	waits := s.r.Buffered() == 0
+	chunk, err := s.r.ReadSlice('\n')
+	if waits && len(chunk) > 0 {
+		s.arrived = time.Now()
+		s.e.count(func(st *Stats) *int { return &st.SMTPRoundTrips })
+	}
+	return chunk, err
+}
+
 // reply writes one reply (text lines joined by "\n" become a multi-line
-// reply) after the injected latency; false if the client is gone.
+// reply) once the injected latency has passed since the command's flight
+// arrived; false if the client is gone.
 func (s *session) reply(code int, text string) bool {
-	s.e.pause(s.e.currentFaults().Latency)
+	s.e.pause(time.Until(s.arrived.Add(s.e.currentFaults().Latency)))
 	lines := strings.Split(text, "\n")
 	for i, l := range lines {
 		sep := " "

@@ -194,13 +194,18 @@ func TestSMTPWire(t *testing.T) {
 		t.Errorf("stored %q: dot-stuffing not undone exactly", got)
 	}
 
-	// PIPELINING: a whole transaction in one write, replies in order.
+	// PIPELINING: a whole transaction in one write, replies in order; the
+	// server counts two round trips, the commands and the body.
+	trips := e.Stats().SMTPRoundTrips
 	w.send("MAIL FROM:<noreply@contoso.com>\r\nRCPT TO:<a@fabrikam.com>\r\nRCPT TO:<b@fabrikam.com>\r\nDATA")
 	for i, want := range []string{"250 2.1.0", "250 2.1.5", "250 2.1.5", "354 "} {
 		hasPrefix(t, fmt.Sprint("pipelined reply ", i), w.read(), want)
 	}
 	w.send("From: noreply@contoso.com\r\n\r\nx\r\n.")
 	hasPrefix(t, "pipelined message", w.read(), "250 2.0.0 OK <")
+	if n := e.Stats().SMTPRoundTrips - trips; n != 2 {
+		t.Errorf("a pipelined transaction counted as %d round trips, want 2", n)
+	}
 
 	// CHUNKING.
 	w.cmd("MAIL FROM:<alerts@contoso.com> BODY=BINARYMIME")
