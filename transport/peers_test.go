@@ -276,10 +276,12 @@ type script struct {
 	closeAfter map[string]bool // verbs after whose reply the connection is closed, once each
 	stallData  chan struct{}   // when set: closed when DATA is accepted, then nothing more is read
 
-	mu    sync.Mutex
-	convs [][]string
-	conns []net.Conn
-	done  chan struct{}
+	mu      sync.Mutex
+	convs   [][]string
+	flights []int    // per connection: reads that waited for the client, i.e. round trips
+	bodies  []string // every message body received, dot-stuffed as on the wire
+	conns   []net.Conn
+	done    chan struct{}
 }
 
 var exchangeCaps = []string{"SIZE 157286400", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES",
@@ -316,6 +318,7 @@ func startScript(t testing.TB, tlsConf *tls.Config, s *script) *script {
 			s.mu.Lock()
 			s.conns = append(s.conns, c)
 			s.convs = append(s.convs, nil)
+			s.flights = append(s.flights, 0)
 			n := len(s.convs) - 1
 			s.mu.Unlock()
 			go s.serve(c, n)
@@ -340,6 +343,15 @@ func (s *script) conv(i int) []string {
 		return nil
 	}
 	return append([]string(nil), s.convs[i]...)
+}
+
+// nflights is how many times the server of connection i had nothing
+// buffered to read and waited for the client: one per flight of commands
+// (or of message body) the client sent.
+func (s *script) nflights(i int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flights[i]
 }
 
 func (s *script) nconns() int {
@@ -379,8 +391,16 @@ func (s *script) serve(c net.Conn, n int) {
 	say := func(r string) { io.WriteString(c, strings.ReplaceAll(r, "\n", "\r\n")+"\r\n") }
 	say("220 PR0501.outlook.office365.com Microsoft ESMTP MAIL Service ready")
 	secure := false
+	read := func() (string, error) {
+		if br.Buffered() == 0 {
+			s.mu.Lock()
+			s.flights[n]++
+			s.mu.Unlock()
+		}
+		return br.ReadString('\n')
+	}
 	for {
-		line, err := br.ReadString('\n')
+		line, err := read()
 		if err != nil {
 			return
 		}
@@ -428,15 +448,20 @@ func (s *script) serve(c net.Conn, n int) {
 				<-s.done
 				return
 			}
+			var body strings.Builder
 			for {
-				l, err := br.ReadString('\n')
+				l, err := read()
 				if err != nil {
 					return
 				}
 				if l == ".\r\n" {
 					break
 				}
+				body.WriteString(l)
 			}
+			s.mu.Lock()
+			s.bodies = append(s.bodies, body.String())
+			s.mu.Unlock()
 			s.record(n, ".")
 			verb = "."
 		}

@@ -178,17 +178,37 @@ func (s *session) auth(c sasl.Client) (Reply, error) {
 	return r, err
 }
 
+// command is one command line.
+type command struct {
+	verb   string // RSET, MAIL, RCPT, DATA... for errors
+	line   string
+	traced string // what the trace shows of line; "" shows line
+	rcpt   string // RCPT: the recipient
+}
+
 // cmd sends one command line and reads the reply, both within the command
 // timeout. traced is what the trace shows of the line.
 func (s *session) cmd(line, traced string) (Reply, error) {
-	s.conn.SetDeadline(time.Now().Add(s.cmdTO))
-	s.traceLine("C: " + traced)
-	s.bw.WriteString(line)
-	s.bw.WriteString("\r\n")
-	if err := s.bw.Flush(); err != nil {
+	if err := s.send([]command{{line: line, traced: traced}}); err != nil {
 		return Reply{}, err
 	}
 	return s.readReply()
+}
+
+// send writes commands in one flight, within the command timeout; their
+// replies are then read in order with readReply.
+func (s *session) send(cmds []command) error {
+	s.conn.SetDeadline(time.Now().Add(s.cmdTO))
+	for _, c := range cmds {
+		if c.traced != "" {
+			s.traceLine("C: " + c.traced)
+		} else {
+			s.traceLine("C: " + c.line)
+		}
+		s.bw.WriteString(c.line)
+		s.bw.WriteString("\r\n")
+	}
+	return s.bw.Flush()
 }
 
 // readReply reads one reply of one or more lines under the current deadline.

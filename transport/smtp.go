@@ -233,6 +233,11 @@ func offersAuth(mechs, mech string) bool {
 // transaction runs MAIL, RCPT, DATA on the current connection. stale is true
 // when the connection turned out dead before the server took anything: the
 // caller may retry on a new one.
+//
+// When the server offers PIPELINING (RFC 2920; Exchange Online does), RSET,
+// MAIL, every RCPT and DATA go in one flight and their replies are read in
+// order: two round trips a message (the commands, then the body) instead of
+// three plus one per recipient.
 func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale bool, err error) {
 	sess := c.sess
 	stop := context.AfterFunc(ctx, sess.close)
@@ -241,27 +246,6 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 			c.drop() // the cancellation closed the connection
 		}
 	}()
-	// A failure on the first command of a reused connection, by an I/O error
-	// or a 421, means the server dropped it while idle.
-	deadOnArrival := func(what string, r Reply, err error) (Result, bool, error) {
-		c.drop()
-		if err != nil {
-			return Result{}, true, sess.ioError(ctx, what, err)
-		}
-		return Result{}, true, classify(stageMail, r, c.cfg.Mailbox)
-	}
-
-	if c.dirty {
-		r, err := sess.cmd("RSET", "RSET")
-		if err != nil || r.Code == 421 {
-			return deadOnArrival("RSET", r, err)
-		}
-		if r.Code != 250 {
-			c.drop()
-			return Result{}, true, classify(stageMail, r, c.cfg.Mailbox)
-		}
-		c.dirty = false
-	}
 
 	body, err := msg.Open()
 	if err != nil {
@@ -269,56 +253,106 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 	}
 	defer body.Close()
 
-	line, ferr := mailLine(msg, sess.ext)
+	mail, ferr := mailLine(msg, sess.ext)
 	if ferr != nil {
 		return Result{}, false, ferr
 	}
-	r, err := sess.cmd(line, line)
-	if err != nil || r.Code == 421 {
-		return deadOnArrival("MAIL", r, err)
+	var cmds []command
+	if c.dirty {
+		cmds = append(cmds, command{verb: "RSET", line: "RSET"})
 	}
-	if r.Code != 250 {
-		return Result{}, false, classify(stageMail, r, c.cfg.Mailbox)
-	}
-	c.dirty = true
-
-	accepted := 0
+	cmds = append(cmds, command{verb: "MAIL", line: mail})
 	for _, rc := range msg.Recipients {
 		if fe := checkAddress(rc.Addr, "recipient"); fe != nil {
 			res.setRejected(rc.Addr, fe)
 			continue
 		}
-		line := rcptLine(rc, sess.ext)
-		r, err := sess.cmd(line, line)
-		if err != nil {
-			c.drop()
-			return Result{}, false, sess.ioError(ctx, "RCPT", err)
-		}
-		switch {
-		case r.Code/100 == 2:
-			accepted++
-		case r.Code == 421:
-			c.drop()
-			return Result{}, false, classify(stageRcpt, r, c.cfg.Mailbox)
-		default:
-			res.setRejected(rc.Addr, classify(stageRcpt, r, c.cfg.Mailbox))
-		}
+		cmds = append(cmds, command{verb: "RCPT", line: rcptLine(rc, sess.ext), rcpt: rc.Addr})
 	}
-	if accepted == 0 {
-		// The transaction stays open: the next Send starts with RSET.
-		return Result{Rejected: res.Rejected}, false, allRefused(res.Rejected)
+	cmds = append(cmds, command{verb: "DATA", line: "DATA"})
+	_, pipelining := sess.ext["PIPELINING"]
+
+	// Replies are read in order; with pipelining the commands of a failed
+	// MAIL are still answered (503) and their replies read, so that the
+	// connection stays in step.
+	var mailErr *failure.Error // MAIL refused: the transaction failed
+	accepted, sent, dataReply := 0, 0, Reply{}
+	for i, cmd := range cmds {
+		if i == sent && cmd.verb == "DATA" && accepted == 0 {
+			break // not sent yet, and no recipient to send to
+		}
+		if i == sent {
+			n := 1
+			if pipelining {
+				n = min(len(cmds)-i, maxFlight)
+			}
+			if err := sess.send(cmds[i : i+n]); err != nil {
+				c.drop() // the first flight failing: dropped while idle
+				return Result{}, i == 0, sess.ioError(ctx, cmd.verb, err)
+			}
+			sent += n
+		}
+		sess.conn.SetReadDeadline(time.Now().Add(sess.cmdTO))
+		r, err := sess.readReply()
+		switch {
+		case err != nil || r.Code == 421:
+			c.drop()
+			// A failure on the first command of a reused connection, by an
+			// I/O error or a 421, means the server dropped it while idle.
+			first := i == 0 || cmds[0].verb == "RSET" && i == 1
+			if err != nil {
+				return Result{}, first, sess.ioError(ctx, cmd.verb, err)
+			}
+			return Result{}, first, classify(stageOf(cmd.verb), r, c.cfg.Mailbox)
+		case cmd.verb == "RSET":
+			if r.Code != 250 {
+				c.drop()
+				return Result{}, true, classify(stageMail, r, c.cfg.Mailbox)
+			}
+			c.dirty = false
+		case cmd.verb == "MAIL":
+			c.dirty = true
+			if r.Code != 250 {
+				mailErr = classify(stageMail, r, c.cfg.Mailbox)
+			}
+		case cmd.verb == "RCPT":
+			if mailErr != nil {
+				continue // answered after a refused MAIL: says nothing of the recipient
+			}
+			if r.Code/100 == 2 {
+				accepted++
+			} else {
+				res.setRejected(cmd.rcpt, classify(stageRcpt, r, c.cfg.Mailbox))
+			}
+		case cmd.verb == "DATA":
+			dataReply = r
+		}
+		if mailErr != nil && sent == i+1 {
+			break // nothing more in flight
+		}
 	}
 
-	r, err = sess.cmd("DATA", "DATA")
-	if err != nil {
-		c.drop()
-		return Result{}, false, sess.ioError(ctx, "DATA", err)
-	}
-	if r.Code != 354 {
-		if r.Code == 421 {
+	if dataReply.Code == 354 && (mailErr != nil || accepted == 0) {
+		// A server that took DATA although it took no MAIL or no
+		// recipient: end the empty message and ignore its reply.
+		if err := sess.send([]command{{verb: ".", line: "."}}); err != nil {
 			c.drop()
+			return Result{}, false, sess.ioError(ctx, "end of an empty message", err)
 		}
-		return Result{}, false, classify(stageData, r, c.cfg.Mailbox)
+		if _, err := sess.readReply(); err != nil {
+			c.drop()
+			return Result{}, false, sess.ioError(ctx, "reply after an empty message", err)
+		}
+		dataReply = Reply{}
+	}
+	switch {
+	case mailErr != nil:
+		return Result{}, false, mailErr
+	case accepted == 0:
+		// The transaction stays open: the next Send starts with RSET.
+		return Result{Rejected: res.Rejected}, false, allRefused(res.Rejected)
+	case dataReply.Code != 354:
+		return Result{}, false, classify(stageData, dataReply, c.cfg.Mailbox)
 	}
 	if _, err := sess.writeBody(body, c.cfg.DataTimeout); err != nil {
 		c.drop()
@@ -329,7 +363,7 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 		return Result{}, false, sess.ioError(ctx, "message body", err)
 	}
 	sess.conn.SetReadDeadline(time.Now().Add(c.cfg.DataTimeout))
-	r, err = sess.readReply()
+	r, err := sess.readReply()
 	if err != nil {
 		c.drop()
 		return Result{}, false, sess.ioError(ctx, "reply after the message (it may have been accepted)", err)
@@ -343,6 +377,22 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 		c.drop()
 	}
 	return Result{}, false, classify(stageData, r, c.cfg.Mailbox)
+}
+
+// maxFlight bounds the commands sent before their replies are read: the
+// replies of a larger flight could fill the socket buffers both ways while
+// the server waits for its replies to drain (RFC 2920 §3.1).
+const maxFlight = 100
+
+// stageOf is the stage of the reply classification table a verb belongs to.
+func stageOf(verb string) stage {
+	switch verb {
+	case "RCPT":
+		return stageRcpt
+	case "DATA":
+		return stageData
+	}
+	return stageMail
 }
 
 func (r *Result) setRejected(addr string, fe *failure.Error) {

@@ -274,6 +274,7 @@ func TestSMTPAllRecipientsRefused(t *testing.T) {
 	srvTLS, pool := testPKI(t)
 	s := startScript(t, srvTLS, &script{replies: map[string][]string{
 		"RCPT": {"550 5.1.10 RESOLVER.ADR.RecipientNotFound", "451 4.4.0 try later"},
+		"DATA": {"554 5.5.1 Error: no valid recipients"}, // DATA came in the same flight
 	}})
 	c := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
 	res, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "a@fabrikam.test", "b@fabrikam.test"))
@@ -285,8 +286,102 @@ func TestSMTPAllRecipientsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	conv := strings.Join(s.conv(0)[4:], "|")
-	want := "MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<a@fabrikam.test>|RCPT TO:<b@fabrikam.test>|RSET|MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<c@fabrikam.test>|DATA|."
+	want := "MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<a@fabrikam.test>|RCPT TO:<b@fabrikam.test>|DATA|RSET|MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<c@fabrikam.test>|DATA|."
 	if conv != want {
+		t.Errorf("dialogue %s\nwant     %s", conv, want)
+	}
+
+	// Without PIPELINING, DATA is not sent once every recipient is refused.
+	s = startScript(t, srvTLS, &script{caps: []string{"AUTH XOAUTH2"}, replies: map[string][]string{
+		"RCPT": {"550 5.1.10 RESOLVER.ADR.RecipientNotFound"},
+	}})
+	c = newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
+	_, err = c.Send(context.Background(), textMessage(mailbox, "x\r\n", "a@fabrikam.test"))
+	wantClass(t, err, failure.Permanent)
+	if conv := strings.Join(s.conv(0)[4:], "|"); conv != "MAIL FROM:<app@contoso.test>|RCPT TO:<a@fabrikam.test>" {
+		t.Errorf("dialogue without PIPELINING %s", conv)
+	}
+}
+
+// PIPELINING: MAIL, every RCPT and DATA reach the server in one flight,
+// the body in a second; a server without PIPELINING gets one command per
+// round trip. The script counts the times it waited for the client.
+func TestSMTPPipelining(t *testing.T) {
+	srvTLS, pool := testPKI(t)
+	for _, c := range []struct {
+		name    string
+		caps    []string
+		flights int // after two messages of two recipients on one connection
+	}{
+		// EHLO, STARTTLS, EHLO, AUTH: 4 flights; then 2 a message; QUIT
+		{"offered", exchangeCaps, 4 + 2 + 2 + 1},
+		// 4, then MAIL, RCPT, RCPT, DATA and the body: 5 a message; QUIT
+		{"not offered", []string{"SIZE 157286400", "AUTH LOGIN XOAUTH2", "8BITMIME"}, 4 + 5 + 5 + 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := startScript(t, srvTLS, &script{caps: c.caps})
+			cl := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
+			for range 2 {
+				if _, err := cl.Send(context.Background(), textMessage(mailbox, "x\r\n", "a@fabrikam.test", "b@fabrikam.test")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Once QUIT is answered, the server has counted every wait.
+			cl.Close()
+			if s.nconns() != 1 || s.nflights(0) != c.flights {
+				t.Errorf("%d connections, %d flights; want 1 and %d\n%s", s.nconns(), s.nflights(0), c.flights, strings.Join(s.conv(0), "|"))
+			}
+		})
+	}
+}
+
+// A MAIL refused inside a flight: the RCPT and DATA sent with it get their
+// 503s, the error is MAIL's, and the connection stays in step for the next
+// message (which starts with RSET).
+func TestSMTPPipelinedMailRefused(t *testing.T) {
+	srvTLS, pool := testPKI(t)
+	s := startScript(t, srvTLS, &script{replies: map[string][]string{
+		"MAIL": {"550 5.7.60 SMTP; Client does not have permissions to send as this sender"},
+		"RCPT": {"503 5.5.1 Bad sequence of commands", "503 5.5.1 Bad sequence of commands"},
+		"DATA": {"503 5.5.1 Bad sequence of commands"},
+	}})
+	c := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
+	res, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "a@fabrikam.test", "b@fabrikam.test"))
+	fe := wantClass(t, err, failure.Permanent) // Send-As denied: the message's fault
+	if fe != nil && !strings.Contains(fe.Reply, "5.7.60") || len(res.Rejected) != 0 {
+		t.Errorf("error %v, rejected %v: want MAIL's 5.7.60 and no recipient blamed", err, res.Rejected)
+	}
+	if _, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "c@fabrikam.test")); err != nil {
+		t.Fatal(err)
+	}
+	want := "MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<a@fabrikam.test>|RCPT TO:<b@fabrikam.test>|DATA|RSET|MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<c@fabrikam.test>|DATA|."
+	if conv := strings.Join(s.conv(0)[4:], "|"); conv != want || s.nconns() != 1 {
+		t.Errorf("%d connections, dialogue %s\nwant dialogue %s", s.nconns(), conv, want)
+	}
+}
+
+// A server that answers DATA with 354 although it took no recipient gets
+// an empty message, ended at once: the body is never sent to nobody.
+func TestSMTPPipelinedDataWithoutRecipients(t *testing.T) {
+	srvTLS, pool := testPKI(t)
+	s := startScript(t, srvTLS, &script{replies: map[string][]string{
+		"RCPT": {"550 5.1.10 RESOLVER.ADR.RecipientNotFound"},
+		".":    {"554 5.5.1 Error: no valid recipients"},
+	}})
+	c := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
+	res, err := c.Send(context.Background(), textMessage(mailbox, "secret body\r\n", "a@fabrikam.test"))
+	wantClass(t, err, failure.Permanent)
+	if res.Rejected["a@fabrikam.test"] == nil {
+		t.Errorf("rejected %v", res.Rejected)
+	}
+	s.mu.Lock()
+	bodies := s.bodies
+	s.mu.Unlock()
+	if len(bodies) != 1 || bodies[0] != "" {
+		t.Errorf("bodies the server received: %q, want one empty", bodies)
+	}
+	want := "MAIL FROM:<app@contoso.test> SIZE=13|RCPT TO:<a@fabrikam.test>|DATA|."
+	if conv := strings.Join(s.conv(0)[4:], "|"); conv != want {
 		t.Errorf("dialogue %s\nwant     %s", conv, want)
 	}
 }
