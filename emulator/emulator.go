@@ -76,7 +76,7 @@ type Stats struct {
 	TokensIssued    int `json:"tokens_issued"`
 	SMTPConnections int `json:"smtp_connections"`
 	SMTPCommands    int `json:"smtp_commands"`    // commands read, each one a round trip without PIPELINING
-	SMTPRoundTrips  int `json:"smtp_round_trips"` // times the server waited for the client: one per flight of commands (pipelined or not) or of message body
+	SMTPRoundTrips  int `json:"smtp_round_trips"` // times the server waited for the client: one per flight of commands (pipelined or not) or of message body (more for a body that arrives in pieces)
 	ThrottleReplies int `json:"throttle_replies"`
 	AuthFailures    int `json:"auth_failures"` // token endpoint refusals, SMTP AUTH failures, Graph 401/403
 	GraphRequests   int `json:"graph_requests"`
