@@ -257,34 +257,39 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 	if ferr != nil {
 		return Result{}, false, ferr
 	}
-	var cmds []command
-	if c.dirty {
-		cmds = append(cmds, command{verb: "RSET", line: "RSET"})
-	}
-	cmds = append(cmds, command{verb: "MAIL", line: mail})
+	var rcpts []command
 	for _, rc := range msg.Recipients {
 		if fe := checkAddress(rc.Addr, "recipient"); fe != nil {
 			res.setRejected(rc.Addr, fe)
 			continue
 		}
-		cmds = append(cmds, command{verb: "RCPT", line: rcptLine(rc, sess.ext), rcpt: rc.Addr})
+		rcpts = append(rcpts, command{verb: "RCPT", line: rcptLine(rc, sess.ext), rcpt: rc.Addr})
 	}
+	if len(rcpts) == 0 {
+		return Result{Rejected: res.Rejected}, false, allRefused(res.Rejected)
+	}
+	var cmds []command
+	if c.dirty {
+		cmds = append(cmds, command{verb: "RSET", line: "RSET"})
+	}
+	cmds = append(cmds, command{verb: "MAIL", line: mail})
+	cmds = append(cmds, rcpts...)
 	cmds = append(cmds, command{verb: "DATA", line: "DATA"})
 	_, pipelining := sess.ext["PIPELINING"]
 
-	// Replies are read in order; with pipelining the commands of a failed
-	// MAIL are still answered (503) and their replies read, so that the
-	// connection stays in step.
+	// Replies are read in order. With pipelining, the commands sent after
+	// a refused MAIL are still answered (503) and their replies read, so
+	// that the connection stays in step; no further flight is sent.
 	var mailErr *failure.Error // MAIL refused: the transaction failed
 	accepted, sent, dataReply := 0, 0, Reply{}
 	for i, cmd := range cmds {
-		if i == sent && cmd.verb == "DATA" && accepted == 0 {
-			break // not sent yet, and no recipient to send to
+		if i == sent && (mailErr != nil || cmd.verb == "DATA" && accepted == 0) {
+			break // nothing in flight, and nothing worth sending
 		}
 		if i == sent {
 			n := 1
 			if pipelining {
-				n = min(len(cmds)-i, maxFlight)
+				n = flight(cmds[i:])
 			}
 			if err := sess.send(cmds[i : i+n]); err != nil {
 				c.drop() // the first flight failing: dropped while idle
@@ -297,6 +302,12 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 		switch {
 		case err != nil || r.Code == 421:
 			c.drop()
+			switch {
+			case mailErr != nil:
+				return Result{}, false, mailErr // the verdict came before the connection went
+			case cmd.verb == "DATA" && accepted == 0:
+				return Result{Rejected: res.Rejected}, false, allRefused(res.Rejected)
+			}
 			// A failure on the first command of a reused connection, by an
 			// I/O error or a 421, means the server dropped it while idle.
 			first := i == 0 || cmds[0].verb == "RSET" && i == 1
@@ -327,23 +338,28 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 		case cmd.verb == "DATA":
 			dataReply = r
 		}
-		if mailErr != nil && sent == i+1 {
-			break // nothing more in flight
-		}
 	}
 
-	if dataReply.Code == 354 && (mailErr != nil || accepted == 0) {
-		// A server that took DATA although it took no MAIL or no
-		// recipient: end the empty message and ignore its reply.
-		if err := sess.send([]command{{verb: ".", line: "."}}); err != nil {
-			c.drop()
-			return Result{}, false, sess.ioError(ctx, "end of an empty message", err)
+	switch {
+	case dataReply.Code == 354 && mailErr != nil:
+		// A server that took DATA after refusing MAIL may have taken the
+		// recipients too (their replies were not counted): ending the
+		// message could deliver it empty. Dropping the connection
+		// discards the unfinished message.
+		c.drop()
+	case dataReply.Code == 354 && accepted == 0:
+		// DATA taken with no recipient (RFC 2920 §3.1): end the empty
+		// message, which goes to nobody.
+		err := sess.send([]command{{verb: ".", line: "."}})
+		if err == nil {
+			var r Reply
+			if r, err = sess.readReply(); err == nil && r.Code == 421 {
+				err = errors.New(r.String())
+			}
 		}
-		if _, err := sess.readReply(); err != nil {
+		if err != nil {
 			c.drop()
-			return Result{}, false, sess.ioError(ctx, "reply after an empty message", err)
 		}
-		dataReply = Reply{}
 	}
 	switch {
 	case mailErr != nil:
@@ -379,10 +395,21 @@ func (c *SMTP) transaction(ctx context.Context, msg *Message) (res Result, stale
 	return Result{}, false, classify(stageData, r, c.cfg.Mailbox)
 }
 
-// maxFlight bounds the commands sent before their replies are read: the
-// replies of a larger flight could fill the socket buffers both ways while
-// the server waits for its replies to drain (RFC 2920 §3.1).
-const maxFlight = 100
+// flightBytes bounds a flight: the client writes a whole flight before it
+// reads a reply, so a flight must fit in the socket buffers (RFC 2920 §3.1:
+// within the TCP window) or the client and a server waiting for its
+// replies to drain would block each other. 4 KB holds a transaction of
+// about a hundred recipients, and is one write of the session's buffer.
+const flightBytes = 4096
+
+// flight returns how many of cmds, at least one, go in the next flight.
+func flight(cmds []command) int {
+	n, size := 1, len(cmds[0].line)+2
+	for ; n < len(cmds) && size+len(cmds[n].line)+2 <= flightBytes; n++ {
+		size += len(cmds[n].line) + 2
+	}
+	return n
+}
 
 // stageOf is the stage of the reply classification table a verb belongs to.
 func stageOf(verb string) stage {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -301,6 +303,13 @@ func TestSMTPAllRecipientsRefused(t *testing.T) {
 	if conv := strings.Join(s.conv(0)[4:], "|"); conv != "MAIL FROM:<app@contoso.test>|RCPT TO:<a@fabrikam.test>" {
 		t.Errorf("dialogue without PIPELINING %s", conv)
 	}
+
+	// No recipient that can be written as a command: no transaction at all.
+	res, err = c.Send(context.Background(), textMessage(mailbox, "x\r\n", "bad>addr@fabrikam.test"))
+	wantClass(t, err, failure.Permanent)
+	if res.Rejected["bad>addr@fabrikam.test"] == nil || len(s.conv(0)) != 6 {
+		t.Errorf("rejected %v; dialogue %s", res.Rejected, strings.Join(s.conv(0), "|"))
+	}
 }
 
 // PIPELINING: MAIL, every RCPT and DATA reach the server in one flight,
@@ -336,27 +345,99 @@ func TestSMTPPipelining(t *testing.T) {
 }
 
 // A MAIL refused inside a flight: the RCPT and DATA sent with it get their
-// 503s, the error is MAIL's, and the connection stays in step for the next
-// message (which starts with RSET).
+// 503s, the error is MAIL's, no further flight is sent, and the connection
+// stays in step for the next message (which starts with RSET).
 func TestSMTPPipelinedMailRefused(t *testing.T) {
 	srvTLS, pool := testPKI(t)
 	s := startScript(t, srvTLS, &script{replies: map[string][]string{
 		"MAIL": {"550 5.7.60 SMTP; Client does not have permissions to send as this sender"},
-		"RCPT": {"503 5.5.1 Bad sequence of commands", "503 5.5.1 Bad sequence of commands"},
+		"RCPT": slices.Repeat([]string{"503 5.5.1 Bad sequence of commands"}, 300),
 		"DATA": {"503 5.5.1 Bad sequence of commands"},
 	}})
 	c := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
-	res, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "a@fabrikam.test", "b@fabrikam.test"))
-	fe := wantClass(t, err, failure.Permanent) // Send-As denied: the message's fault
-	if fe != nil && !strings.Contains(fe.Reply, "5.7.60") || len(res.Rejected) != 0 {
-		t.Errorf("error %v, rejected %v: want MAIL's 5.7.60 and no recipient blamed", err, res.Rejected)
+	var many []string
+	for i := range 300 {
+		many = append(many, fmt.Sprintf("user%03d@fabrikam.test", i))
 	}
+	_, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", many...))
+	if fe := wantClass(t, err, failure.Permanent); fe != nil && !strings.Contains(fe.Reply, "5.7.60") { // Send-As denied: the message's fault
+		t.Errorf("error %v: want MAIL's 5.7.60", err)
+	}
+	// 300 RCPT lines make three flights; MAIL's refusal is known when the
+	// first has been answered.
+	first := slices.Clone(s.conv(0)[4:])
+	if n := len(first); n < 10 || n > 200 || first[n-1] == "DATA" {
+		t.Errorf("%d commands sent after a refused MAIL, ending with %q: want the first flight only", n, first[n-1])
+	}
+	s.mu.Lock()
+	s.replies["RCPT"], s.replies["DATA"] = nil, nil // the 503s not used up
+	s.mu.Unlock()
 	if _, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "c@fabrikam.test")); err != nil {
 		t.Fatal(err)
 	}
-	want := "MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<a@fabrikam.test>|RCPT TO:<b@fabrikam.test>|DATA|RSET|MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<c@fabrikam.test>|DATA|."
-	if conv := strings.Join(s.conv(0)[4:], "|"); conv != want || s.nconns() != 1 {
-		t.Errorf("%d connections, dialogue %s\nwant dialogue %s", s.nconns(), conv, want)
+	want := "RSET|MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<c@fabrikam.test>|DATA|."
+	if conv := strings.Join(s.conv(0)[4+len(first):], "|"); conv != want || s.nconns() != 1 {
+		t.Errorf("%d connections, then %s\nwant %s", s.nconns(), conv, want)
+	}
+}
+
+// The verdict on a message stands when the server then drops the
+// connection: a MAIL throttled (451 4.7.500) inside a flight whose RCPT
+// gets 421 is throttling, not a mere temporary failure.
+func TestSMTPPipelinedVerdictBefore421(t *testing.T) {
+	srvTLS, pool := testPKI(t)
+	s := startScript(t, srvTLS, &script{replies: map[string][]string{
+		"MAIL": {"451 4.7.500 Server busy. Please try again later from [127.0.0.1]. (S77719)"},
+		"RCPT": {"421 4.7.0 Too many errors on this connection, closing transmission channel"},
+	}})
+	c := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
+	_, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "a@fabrikam.test", "b@fabrikam.test"))
+	wantClass(t, err, failure.Throttled)
+}
+
+// A server that answers DATA with 354 after refusing MAIL may have taken
+// the recipients: the message is not ended (it could go out empty); the
+// connection is dropped and the next message gets a new one.
+func TestSMTPPipelinedDataAfterMailRefused(t *testing.T) {
+	srvTLS, pool := testPKI(t)
+	s := startScript(t, srvTLS, &script{replies: map[string][]string{
+		"MAIL": {"550 5.7.60 SMTP; Client does not have permissions to send as this sender"},
+	}})
+	c := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
+	_, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "a@fabrikam.test"))
+	wantClass(t, err, failure.Permanent)
+	if _, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", "a@fabrikam.test")); err != nil {
+		t.Fatal(err)
+	}
+	if conv := strings.Join(s.conv(0)[4:], "|"); conv != "MAIL FROM:<app@contoso.test> SIZE=3|RCPT TO:<a@fabrikam.test>|DATA" || s.nconns() != 2 {
+		t.Errorf("%d connections; the first saw %s", s.nconns(), conv)
+	}
+}
+
+// A transaction larger than a flight goes in several, each answered
+// before the next is sent, and every recipient is accepted.
+func TestSMTPPipelinedFlights(t *testing.T) {
+	srvTLS, pool := testPKI(t)
+	s := startScript(t, srvTLS, &script{})
+	c := newClient(t, s.addr, newTokens("t"), SMTPConfig{RootCAs: pool})
+	var many []string
+	for i := range 300 {
+		many = append(many, fmt.Sprintf("user%03d@fabrikam.test", i))
+	}
+	res, err := c.Send(context.Background(), textMessage(mailbox, "x\r\n", many...))
+	if err != nil || len(res.Rejected) != 0 {
+		t.Fatalf("%v, rejected %v", err, res.Rejected)
+	}
+	c.Close()
+	rcpts := 0
+	for _, l := range s.conv(0) {
+		if strings.HasPrefix(l, "RCPT TO:") {
+			rcpts++
+		}
+	}
+	// 301 commands of about 30 bytes in 4 KB flights: 3; then the body and QUIT.
+	if rcpts != 300 || s.nflights(0) != 4+3+1+1 {
+		t.Errorf("%d RCPT sent, %d flights; want 300 and %d", rcpts, s.nflights(0), 4+3+1+1)
 	}
 }
 
