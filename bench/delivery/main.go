@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/bench/binary"
 	"github.com/exo-sendmail/exo-sendmail/conf"
 	"github.com/exo-sendmail/exo-sendmail/emulator"
 	"github.com/exo-sendmail/exo-sendmail/flusher"
@@ -64,11 +65,8 @@ func run(cases, bin, emuDir string, runs, n, backlog int, profile string) error 
 	}
 	defer os.RemoveAll(dir)
 	if bin == "" {
-		bin = filepath.Join(dir, "sendmail")
-		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/sendmail")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/sendmail (run from the repository root): %v\n%s", err, out)
+		if bin, err = binary.Build(dir); err != nil {
+			return err
 		}
 	}
 	fmt.Printf("machine: %d CPUs, %s\nbinary: %s\n", runtime.NumCPU(), cpuModel(), bin)

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/exo-sendmail/exo-sendmail/bench/binary"
 )
 
 func main() {
@@ -63,13 +65,8 @@ func run(bin, config string, runs, largeMB int, peers []subject) error {
 	}
 	defer os.RemoveAll(dir)
 	if bin == "" {
-		bin = filepath.Join(dir, "sendmail")
-		// Built as the Makefile and the packages build it: static, stripped.
-		build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/sendmail")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		out, err := build.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/sendmail (run from the repository root): %v\n%s", err, out)
+		if bin, err = binary.Build(dir); err != nil {
+			return err
 		}
 	}
 	env := os.Environ()

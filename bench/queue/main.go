@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/exo-sendmail/exo-sendmail/bench/binary"
 	"github.com/exo-sendmail/exo-sendmail/queue"
 )
 
@@ -25,11 +26,8 @@ func main() {
 	dir, err := os.MkdirTemp("", "exo-sendmail-bench-queue-")
 	check(err)
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "sendmail")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/sendmail")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stderr = os.Stderr
-	check(build.Run())
+	bin, err := binary.Build(dir)
+	check(err)
 	os.Symlink("sendmail", filepath.Join(dir, "mailq"))
 	cfg := filepath.Join(dir, "sendmail.toml")
 	check(os.WriteFile(cfg, fmt.Appendf(nil, "spool_dir = %q\nstate_dir = %q\nhostname = \"web1.example.com\"\n[flusher]\nauto_start = false\n",
