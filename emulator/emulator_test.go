@@ -2,14 +2,11 @@ package emulator
 
 import (
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 )
 
 // The test tenant: one app with every right on alerts@, one without roles,
@@ -69,13 +66,6 @@ func start(t *testing.T, cfg Config) *Emulator {
 	return e
 }
 
-func httpClient(e *Emulator) *http.Client {
-	return &http.Client{
-		Timeout:   time.Minute,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.RootCAs()}},
-	}
-}
-
 // tokenReply is the JSON of a token endpoint answer, success or error.
 type tokenReply struct {
 	status           int
@@ -92,7 +82,7 @@ type tokenReply struct {
 
 func postToken(t *testing.T, e *Emulator, tokenURL string, form url.Values) tokenReply {
 	t.Helper()
-	resp, err := httpClient(e).PostForm(tokenURL, form)
+	resp, err := e.HTTPClient().PostForm(tokenURL, form)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func sendMail(t *testing.T, e *Emulator, user, token, contentType string, body [
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Content-Type", contentType)
-	resp, err := httpClient(e).Do(req)
+	resp, err := e.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestGraphThrottle(t *testing.T) {
 
 func TestControlEndpoints(t *testing.T) {
 	e := start(t, testConfig(t))
-	c := httpClient(e)
+	c := e.HTTPClient()
 	resp, err := c.Post(e.BaseURL+"/_emulator/faults", "application/json",
 		strings.NewReader(`{"token_down":true,"latency":"1ms","rcpt_perm":["gone@fabrikam.com"]}`))
 	if err != nil {

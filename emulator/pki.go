@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -87,6 +88,13 @@ func newAuthority() (*authority, error) {
 // RootCAs returns a pool holding the emulator's CA, the same one as CAFile,
 // for in-process clients.
 func (e *Emulator) RootCAs() *x509.CertPool { return e.ca.pool }
+
+// HTTPClient returns a client that trusts e's endpoints (token, Graph,
+// control), with a timeout on every request.
+func (e *Emulator) HTTPClient() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.RootCAs()}}}
+}
 
 // serverTLS is the TLS configuration of the HTTPS endpoints and of SMTP
 // STARTTLS: TLS 1.2 or newer, as Exchange Online requires.

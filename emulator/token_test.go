@@ -72,7 +72,7 @@ func TestTokenWithSecret(t *testing.T) {
 	req, _ := http.NewRequest("POST", e.TokenURL, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(goodSecret))
-	resp, err := httpClient(e).Do(req)
+	resp, err := e.HTTPClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

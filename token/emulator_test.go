@@ -2,16 +2,13 @@ package token_test
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/exo-sendmail/exo-sendmail/emulator"
 	"github.com/exo-sendmail/exo-sendmail/failure"
@@ -44,7 +41,7 @@ func TestEmulator(t *testing.T) {
 	t.Cleanup(func() { emu.Close() })
 
 	dir := t.TempDir()
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: emu.RootCAs()}}}
+	client := emu.HTTPClient()
 	file := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {

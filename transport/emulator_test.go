@@ -6,8 +6,6 @@ package transport
 
 import (
 	"context"
-	"crypto/tls"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,7 +50,7 @@ func emuTokens(t *testing.T, emu *emulator.Emulator, clientID, scope string) *to
 		t.Fatal(err)
 	}
 	s, err := token.New(token.Config{TokenURL: emu.TokenURL, ClientID: clientID, Scope: scope, SecretFile: secret,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: emu.RootCAs()}}}})
+		HTTPClient: emu.HTTPClient()})
 	if err != nil {
 		t.Fatal(err)
 	}
